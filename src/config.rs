@@ -1,0 +1,212 @@
+//! Settings: what a run is configured with, and where each value comes from.
+//!
+//! [`Options`] is the raw, partial form shared by the command line (clap) and the config file
+//! (TOML): every field is optional, so layers can be merged (`defaults < file < flags`).
+//! [`Settings`] is the resolved, complete form the pipeline takes; tests and library users
+//! build it directly. clap types stop here: nothing below this module sees them.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::record::BodyMode;
+use crate::units::{ByteSize, HumanDuration, Rate};
+
+/// The default number of requests in flight (`--concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 50;
+/// The default burst of every rate limit (`--burst`): strictly spaced requests.
+pub const DEFAULT_BURST: u32 = 1;
+/// The default whole-request timeout (`--timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default connect timeout (`--connect-timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default body size limit (`--max-body`).
+pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+
+/// Run options as given on the command line or in a config file; `None` means "not given here".
+///
+/// Field names are the long flag names and the config keys (`connect-timeout`, not
+/// `connect_timeout`), so a user learns one spelling.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// Most requests in flight at once [default: 50]
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<NonZeroUsize>,
+
+    /// Rate limit for request starts: N/s, N/m or N/h (fractions allowed, e.g. 0.5/s).
+    /// Repeat to stack quotas; all apply [default: unlimited]
+    #[arg(short = 'r', long, value_name = "RATE")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub rate: Vec<Rate>,
+
+    /// Requests a rate limit lets through back to back after an idle spell [default: 1]
+    #[arg(long, value_name = "N")]
+    pub burst: Option<NonZeroU32>,
+
+    /// Whole-request timeout, connect to last body byte (e.g. 30s, 500ms) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<HumanDuration>,
+
+    /// TCP (and TLS) connect timeout [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<HumanDuration>,
+
+    /// How to put the response body in the record [default: auto]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub body: Option<BodyMode>,
+
+    /// Largest body to accept, in bytes (units: k, Ki, M, Mi, G, Gi); a larger one fails with
+    /// kind too_large [default: 10MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<ByteSize>,
+
+    /// User-Agent header [default: fetchall/<version>]
+    #[arg(short = 'A', long, value_name = "TEXT")]
+    pub user_agent: Option<String>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Rate),
+        Many(Vec<Rate>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(r) => vec![r],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl Options {
+    /// Read a config file. Unknown keys and bad values are errors that name the key.
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Options::from_toml(&text).map_err(|message| ConfigError {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parse config file text.
+    pub fn from_toml(text: &str) -> Result<Options, String> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a source excerpt; keep it readable on
+            // one line of stderr.
+            e.to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    /// Layer `over` on top of `self`: every value `over` gives wins.
+    pub fn merge(self, over: Options) -> Options {
+        Options {
+            concurrency: over.concurrency.or(self.concurrency),
+            rate: if over.rate.is_empty() { self.rate } else { over.rate },
+            burst: over.burst.or(self.burst),
+            timeout: over.timeout.or(self.timeout),
+            connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            body: over.body.or(self.body),
+            max_body: over.max_body.or(self.max_body),
+            user_agent: over.user_agent.or(self.user_agent),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Everything a run needs to know, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: NonZeroUsize,
+    /// Stacked rate limits on request starts; empty means unlimited.
+    pub rates: Vec<Rate>,
+    pub burst: NonZeroU32,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub body: BodyMode,
+    pub max_body: u64,
+    pub user_agent: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrency: NonZeroUsize::new(DEFAULT_CONCURRENCY).expect("non-zero constant"),
+            rates: Vec::new(),
+            burst: NonZeroU32::new(DEFAULT_BURST).expect("non-zero constant"),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            body: BodyMode::Auto,
+            max_body: DEFAULT_MAX_BODY,
+            user_agent: default_user_agent(),
+        }
+    }
+}
+
+/// `fetchall/<version>`.
+pub fn default_user_agent() -> String {
+    format!("fetchall/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Settings {
+    /// Resolve merged options over the defaults.
+    pub fn from_options(o: Options) -> Settings {
+        let d = Settings::default();
+        Settings {
+            concurrency: o.concurrency.unwrap_or(d.concurrency),
+            rates: o.rate,
+            burst: o.burst.unwrap_or(d.burst),
+            timeout: o.timeout.map_or(d.timeout, |t| t.0),
+            connect_timeout: o.connect_timeout.map_or(d.connect_timeout, |t| t.0),
+            body: o.body.unwrap_or(d.body),
+            max_body: o.max_body.map_or(d.max_body, |s| s.0),
+            user_agent: o.user_agent.unwrap_or(d.user_agent),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let file = Options::from_toml("concurrency = 4\nrate = \"10/s\"\ntimeout = \"2s\"").unwrap();
+        let flags = Options {
+            concurrency: NonZeroUsize::new(8),
+            ..Options::default()
+        };
+        let s = Settings::from_options(file.merge(flags));
+        assert_eq!(s.concurrency.get(), 8);
+        assert_eq!(s.rates.len(), 1);
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let e = Options::from_toml("concurrancy = 4").unwrap_err();
+        assert!(e.contains("concurrancy"), "{e}");
+        let e = Options::from_toml("rate = \"ten/s\"").unwrap_err();
+        assert!(e.contains("rate"), "{e}");
+        let e = Options::from_toml("concurrency = 0").unwrap_err();
+        assert!(e.contains("concurrency"), "{e}");
+    }
+}

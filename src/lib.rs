@@ -1,0 +1,142 @@
+//! fetchall: fetch many URLs concurrently, politely, and report every one as a JSON record.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! input (lines -> jobs) -> scheduler (limit: slots + rate quotas) -> fetch -> record -> output
+//! ```
+//!
+//! The library runs on the caller's tokio runtime: [`start`] spawns the pipeline's tasks on the
+//! current runtime and hands back the records as they complete; it never builds or nests a
+//! runtime of its own.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), fetchall::Error> {
+//! let input = std::io::Cursor::new("http://127.0.0.1:8080/a\nhttp://127.0.0.1:8080/b\n");
+//! let mut run = fetchall::start(fetchall::Settings::default(), Box::pin(input))?;
+//! while let Some(record) = run.next().await {
+//!     println!("{} -> {:?}", record.url, record.status);
+//! }
+//! run.finish().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fetch;
+pub mod input;
+pub mod limit;
+pub mod output;
+pub mod record;
+pub mod resolve;
+mod scheduler;
+pub mod units;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use config::{Options, Settings};
+pub use input::Source;
+pub use output::Tally;
+pub use record::{ErrorKind, Record};
+
+/// How many parsed input lines wait ahead of the scheduler.
+const JOB_QUEUE: usize = 1024;
+/// How many finished records wait for the output.
+const RECORD_QUEUE: usize = 1024;
+
+/// Errors that stop a whole run (a single URL's failure is a record, never one of these).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cannot read {}: {source}", path.display())]
+    Input { path: PathBuf, source: io::Error },
+    #[error("reading input: {0}")]
+    Read(io::Error),
+    #[error("writing output: {0}")]
+    Write(io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("fetchall::start must be called from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// A running pipeline: records arrive in completion order.
+pub struct Run {
+    records: mpsc::Receiver<Record>,
+    reader: JoinHandle<io::Result<()>>,
+}
+
+impl Run {
+    /// The next finished record, or `None` when every input line has its record.
+    pub async fn next(&mut self) -> Option<Record> {
+        self.records.recv().await
+    }
+
+    /// Wait for the input reader and report a read error that cut the input short.
+    pub async fn finish(self) -> Result<(), Error> {
+        drop(self.records);
+        match self.reader.await {
+            Ok(result) => result.map_err(Error::Read),
+            Err(e) => Err(Error::Read(io::Error::other(e))),
+        }
+    }
+
+    /// Split into the record channel and the reader's handle (for a custom consumer).
+    fn into_parts(self) -> (mpsc::Receiver<Record>, JoinHandle<io::Result<()>>) {
+        (self.records, self.reader)
+    }
+}
+
+/// Start fetching every line of `source` on the current tokio runtime.
+pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::NoRuntime);
+    }
+    let client = fetch::client(&settings)?;
+    let gate = limit::Gate::new(settings.concurrency, &settings.rates, settings.burst);
+    let ctx = Arc::new(scheduler::Context {
+        client,
+        settings,
+        gate,
+        start: Instant::now(),
+    });
+    let (job_tx, job_rx) = mpsc::channel(JOB_QUEUE);
+    let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
+    let reader = tokio::spawn(input::read_jobs(source, job_tx));
+    tokio::spawn(scheduler::dispatch(ctx, job_rx, record_tx));
+    Ok(Run {
+        records: record_rx,
+        reader,
+    })
+}
+
+/// Run the whole pipeline and write every record as a JSON line to `sink`.
+pub async fn run<W: Write + Send + 'static>(
+    settings: Settings,
+    source: Source,
+    sink: W,
+) -> Result<Tally, Error> {
+    let (records, reader) = start(settings, source)?.into_parts();
+    let written = output::spawn_writer(records, sink)
+        .await
+        .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?
+        .map_err(Error::Write)?;
+    if written.reader_gone {
+        // Nobody reads any more: the input's fate no longer matters.
+        reader.abort();
+        return Ok(written);
+    }
+    match reader.await {
+        Ok(Ok(())) => Ok(written),
+        Ok(Err(e)) => Err(Error::Read(e)),
+        Err(e) => Err(Error::Read(io::Error::other(e))),
+    }
+}

@@ -1,0 +1,219 @@
+//! The record: one JSON object per input line, the only thing fetchall writes to stdout.
+//!
+//! This module owns the shape of a record and how a response body is represented in it.
+//! The contract is documented in `docs/output.md` and `docs/record.schema.json`; change all
+//! three together. It does not decide *what* happened to a request (that is `fetch`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One line of output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// 0-based index among URL lines (blank and comment lines do not count).
+    pub seq: u64,
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// The URL as requested (credentials masked), or the offending line for `invalid_url`.
+    pub url: String,
+    /// True when a response arrived with a status below 400 and its body was read.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// When the request started, in milliseconds since the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<f64>,
+    /// From request start to the last body byte (or the failure), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<f64>,
+    /// Body bytes received (after decompression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_encoding: Option<BodyEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordError>,
+}
+
+impl Record {
+    /// A record for a line that never became a request.
+    pub fn input_error(seq: u64, line: u64, url: String, message: String) -> Record {
+        Record {
+            seq,
+            line,
+            url,
+            ok: false,
+            status: None,
+            started_ms: None,
+            elapsed_ms: None,
+            bytes: None,
+            content_type: None,
+            body: None,
+            body_encoding: None,
+            error: Some(RecordError {
+                kind: ErrorKind::InvalidUrl,
+                message,
+            }),
+        }
+    }
+}
+
+/// Why a record is not ok.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The failure classes a record can carry; documented one by one in `docs/output.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The input line is not an absolute http(s) URL.
+    InvalidUrl,
+    /// The host name did not resolve.
+    Dns,
+    /// No TCP connection (refused, unreachable, connect timeout).
+    Connect,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The whole-request timeout expired.
+    Timeout,
+    /// The server answered with a status of 400 or more.
+    HttpStatus,
+    /// Too many redirects, or a redirect loop.
+    Redirect,
+    /// The peer did not speak valid HTTP.
+    Protocol,
+    /// The connection failed while the body was being read.
+    Body,
+    /// The body could not be decompressed.
+    Decode,
+    /// The body is larger than `--max-body`.
+    TooLarge,
+    /// The run was stopped before this request finished.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Body => "body",
+            ErrorKind::Decode => "decode",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How `body` holds the response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    /// `body` is the parsed JSON value of the response.
+    Json,
+    /// `body` is the response text (it was valid UTF-8).
+    Text,
+    /// `body` is the standard base64 of the raw bytes.
+    Base64,
+}
+
+/// What to put in `body` (`--body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyMode {
+    /// JSON when the response is JSON, text when it is UTF-8, base64 otherwise.
+    #[default]
+    Auto,
+    /// Parsed JSON; a body that does not parse falls back to text or base64.
+    Json,
+    /// Text when UTF-8, base64 otherwise.
+    Text,
+    /// Always base64.
+    Base64,
+    /// Leave the body out (its size is still in `bytes`).
+    None,
+}
+
+impl BodyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyMode::Auto => "auto",
+            BodyMode::Json => "json",
+            BodyMode::Text => "text",
+            BodyMode::Base64 => "base64",
+            BodyMode::None => "none",
+        }
+    }
+}
+
+/// Turn raw body bytes into the record's `body` and `body_encoding` fields.
+pub fn encode_body(
+    mode: BodyMode,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Option<(Value, BodyEncoding)> {
+    let try_json = match mode {
+        BodyMode::None => return None,
+        BodyMode::Auto => content_type.is_some_and(is_json_type),
+        BodyMode::Json => true,
+        BodyMode::Text | BodyMode::Base64 => false,
+    };
+    if try_json && let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        return Some((value, BodyEncoding::Json));
+    }
+    if mode != BodyMode::Base64
+        && let Ok(text) = std::str::from_utf8(bytes)
+    {
+        return Some((Value::String(text.to_owned()), BodyEncoding::Text));
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Some((Value::String(b64), BodyEncoding::Base64))
+}
+
+/// `application/json`, `application/problem+json`, `text/json`, with or without parameters.
+fn is_json_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_modes() {
+        let json = br#"{"a": [1, 2]}"#;
+        let (v, e) = encode_body(BodyMode::Auto, Some("application/json; charset=utf-8"), json)
+            .unwrap();
+        assert_eq!(e, BodyEncoding::Json);
+        assert_eq!(v["a"][1], 2);
+        let (v, e) = encode_body(BodyMode::Auto, Some("text/plain"), json).unwrap();
+        assert_eq!(e, BodyEncoding::Text);
+        assert_eq!(v, Value::String(r#"{"a": [1, 2]}"#.into()));
+        let (_, e) = encode_body(BodyMode::Auto, None, &[0xff, 0x00]).unwrap();
+        assert_eq!(e, BodyEncoding::Base64);
+        let (v, e) = encode_body(BodyMode::Json, Some("application/json"), b"{nope").unwrap();
+        assert_eq!((v, e), (Value::String("{nope".into()), BodyEncoding::Text));
+        assert!(encode_body(BodyMode::None, None, b"x").is_none());
+        assert!(is_json_type("application/problem+json"));
+    }
+}
