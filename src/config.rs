@@ -112,7 +112,11 @@ impl Options {
     pub fn merge(self, over: Options) -> Options {
         Options {
             concurrency: over.concurrency.or(self.concurrency),
-            rate: if over.rate.is_empty() { self.rate } else { over.rate },
+            rate: if over.rate.is_empty() {
+                self.rate
+            } else {
+                over.rate
+            },
             burst: over.burst.or(self.burst),
             timeout: over.timeout.or(self.timeout),
             connect_timeout: over.connect_timeout.or(self.connect_timeout),
@@ -188,7 +192,8 @@ mod tests {
 
     #[test]
     fn file_then_flags() {
-        let file = Options::from_toml("concurrency = 4\nrate = \"10/s\"\ntimeout = \"2s\"").unwrap();
+        let file =
+            Options::from_toml("concurrency = 4\nrate = \"10/s\"\ntimeout = \"2s\"").unwrap();
         let flags = Options {
             concurrency: NonZeroUsize::new(8),
             ..Options::default()

@@ -24,17 +24,36 @@ use crate::record::Record;
 pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
     let addr = serve().await?;
     let base = format!("http://{addr}");
-    writeln!(out, "fetchall demo: an embedded server is listening on {base}\n")?;
+    writeln!(
+        out,
+        "fetchall demo: an embedded server is listening on {base}\n"
+    )?;
 
-    writeln!(out, "Lesson 1: overlap the waiting. Three requests that take 1, 2 and 3 seconds.")?;
+    writeln!(
+        out,
+        "Lesson 1: overlap the waiting. Three requests that take 1, 2 and 3 seconds."
+    )?;
     let urls: Vec<String> = (1..=3).map(|s| format!("{base}/delay/{s}")).collect();
     let (_, sequential) = fetch(&urls, 1).await?;
-    writeln!(out, "  one at a time  (--concurrency 1): {sequential:.2} s  (about 1+2+3 = 6 s)")?;
+    writeln!(
+        out,
+        "  one at a time  (--concurrency 1): {sequential:.2} s  (about 1+2+3 = 6 s)"
+    )?;
     let (_, together) = fetch(&urls, 3).await?;
-    writeln!(out, "  all together   (--concurrency 3): {together:.2} s  (about max(1,2,3) = 3 s)")?;
-    writeln!(out, "  Waiting overlaps: {:.1}x faster.\n", sequential / together)?;
+    writeln!(
+        out,
+        "  all together   (--concurrency 3): {together:.2} s  (about max(1,2,3) = 3 s)"
+    )?;
+    writeln!(
+        out,
+        "  Waiting overlaps: {:.1}x faster.\n",
+        sequential / together
+    )?;
 
-    writeln!(out, "Lesson 2: a semaphore caps the crowd. Four 2-second requests, two slots.")?;
+    writeln!(
+        out,
+        "Lesson 2: a semaphore caps the crowd. Four 2-second requests, two slots."
+    )?;
     let urls: Vec<String> = (0..4).map(|_| format!("{base}/delay/2")).collect();
     let (records, wall) = fetch(&urls, 2).await?;
     let mut starts: Vec<(u64, f64)> = records
@@ -47,7 +66,10 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
     }
     writeln!(out, "  total {wall:.2} s: two waves of two (about 4 s).\n")?;
 
-    writeln!(out, "Lesson 3: failures are data. Two good endpoints and one that answers 404.")?;
+    writeln!(
+        out,
+        "Lesson 3: failures are data. Two good endpoints and one that answers 404."
+    )?;
     let urls = vec![
         format!("{base}/hello/alice"),
         format!("{base}/status/404"),
@@ -56,7 +78,11 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
     let (mut records, _) = fetch(&urls, 3).await?;
     records.sort_by_key(|r| r.seq);
     for record in &records {
-        writeln!(out, "  {}", serde_json::to_string(record).map_err(io::Error::other)?)?;
+        writeln!(
+            out,
+            "  {}",
+            serde_json::to_string(record).map_err(io::Error::other)?
+        )?;
     }
     let failed = records.iter().filter(|r| !r.ok).count();
     writeln!(
@@ -76,7 +102,8 @@ async fn fetch(urls: &[String], concurrency: usize) -> io::Result<(Vec<Record>, 
     };
     let input = urls.join("\n").into_bytes();
     let started = Instant::now();
-    let mut run = crate::start(settings, Box::pin(io::Cursor::new(input))).map_err(io::Error::other)?;
+    let mut run =
+        crate::start(settings, Box::pin(io::Cursor::new(input))).map_err(io::Error::other)?;
     let mut records = Vec::new();
     while let Some(record) = run.next().await {
         records.push(record);
@@ -97,7 +124,9 @@ async fn serve() -> io::Result<SocketAddr> {
         )
         .route(
             "/hello/{name}",
-            get(|Path(name): Path<String>| async move { axum::Json(serde_json::json!({ "hello": name })) }),
+            get(|Path(name): Path<String>| async move {
+                axum::Json(serde_json::json!({ "hello": name }))
+            }),
         )
         .route(
             "/status/{code}",

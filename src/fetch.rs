@@ -102,16 +102,23 @@ async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Reques
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
         && len > settings.max_body
-        && response.headers().get(reqwest::header::CONTENT_ENCODING).is_none()
+        && response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_none()
     {
         outcome.error = Some(RecordError {
             kind: ErrorKind::TooLarge,
-            message: format!("body of {len} bytes is over --max-body {}", settings.max_body),
+            message: format!(
+                "body of {len} bytes is over --max-body {}",
+                settings.max_body
+            ),
         });
         return outcome;
     }
 
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(settings.max_body).min(1 << 20) as usize);
+    let mut body =
+        Vec::with_capacity(declared.unwrap_or(0).min(settings.max_body).min(1 << 20) as usize);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
@@ -194,7 +201,10 @@ pub fn classify(err: &reqwest::Error) -> ErrorKind {
             match io.kind() {
                 Io::TimedOut => return ErrorKind::Timeout,
                 Io::InvalidData if err.is_decode() => return ErrorKind::Decode,
-                Io::ConnectionReset | Io::ConnectionAborted | Io::UnexpectedEof | Io::BrokenPipe
+                Io::ConnectionReset
+                | Io::ConnectionAborted
+                | Io::UnexpectedEof
+                | Io::BrokenPipe
                     if !err.is_connect() =>
                 {
                     return ErrorKind::Body;

@@ -56,7 +56,10 @@ pub async fn open(path: Option<&Path>) -> io::Result<Source> {
         Some(p) => {
             let file = tokio::fs::File::open(p).await?;
             if file.metadata().await?.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ));
             }
             Ok(Box::pin(file))
         }
@@ -148,10 +151,14 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
     if !complete {
         return invalid(format!("line longer than {MAX_LINE_BYTES} bytes"));
     }
-    Some(parse_url(text).map(|url| Request { url }).map_err(|reason| InvalidLine {
-        text: text.chars().take(ECHO_BYTES).collect(),
-        reason,
-    }))
+    Some(
+        parse_url(text)
+            .map(|url| Request { url })
+            .map_err(|reason| InvalidLine {
+                text: text.chars().take(ECHO_BYTES).collect(),
+                reason,
+            }),
+    )
 }
 
 /// An absolute `http` or `https` URL with a host, or why not.
@@ -164,7 +171,11 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     })?;
     match url.scheme() {
         "http" | "https" => {}
-        other => return Err(format!("unsupported scheme `{other}` (only http and https)")),
+        other => {
+            return Err(format!(
+                "unsupported scheme `{other}` (only http and https)"
+            ));
+        }
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("URL has no host".to_owned());
@@ -185,7 +196,8 @@ mod tests {
 
     #[test]
     fn lines() {
-        let got = kinds("  http://a.test/x  \n\n# comment\n   # indented comment\nftp://a/\nnope\n");
+        let got =
+            kinds("  http://a.test/x  \n\n# comment\n   # indented comment\nftp://a/\nnope\n");
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], Ok("http://a.test/x".to_owned()));
         assert!(got[1].as_ref().unwrap_err().contains("scheme"));
@@ -197,7 +209,9 @@ mod tests {
         let mut data = vec![b'a'; MAX_LINE_BYTES * 3];
         data.extend_from_slice(b"\nhttp://ok.test/\n");
         let (tx, mut rx) = mpsc::channel(8);
-        read_jobs(Box::pin(std::io::Cursor::new(data)), tx).await.unwrap();
+        read_jobs(Box::pin(std::io::Cursor::new(data)), tx)
+            .await
+            .unwrap();
         let first = rx.recv().await.unwrap();
         assert!(first.request.unwrap_err().reason.contains("longer"));
         let second = rx.recv().await.unwrap();

@@ -21,7 +21,8 @@ use crate::units::Rate;
 
 /// std's monotonic `Instant` as governor's clock: governor's default (TSC-based) clock can
 /// misbehave on machines whose cores' TSCs are not synchronised.
-type Limiter = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
 /// The in-flight cap and the rate quotas, shared by everything that starts a request.
 pub struct Gate {

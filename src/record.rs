@@ -202,8 +202,12 @@ mod tests {
     #[test]
     fn body_modes() {
         let json = br#"{"a": [1, 2]}"#;
-        let (v, e) = encode_body(BodyMode::Auto, Some("application/json; charset=utf-8"), json)
-            .unwrap();
+        let (v, e) = encode_body(
+            BodyMode::Auto,
+            Some("application/json; charset=utf-8"),
+            json,
+        )
+        .unwrap();
         assert_eq!(e, BodyEncoding::Json);
         assert_eq!(v["a"][1], 2);
         let (v, e) = encode_body(BodyMode::Auto, Some("text/plain"), json).unwrap();

@@ -46,14 +46,20 @@ impl FromStr for Rate {
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
             "h" | "hour" => Duration::from_secs(3600),
-            other => return Err(format!("invalid rate `{s}`: unknown unit `{other}` (use s, m or h)")),
+            other => {
+                return Err(format!(
+                    "invalid rate `{s}`: unknown unit `{other}` (use s, m or h)"
+                ));
+            }
         };
         let count: f64 = count
             .trim()
             .parse()
             .map_err(|_| format!("invalid rate `{s}`: `{}` is not a number", count.trim()))?;
         if !count.is_finite() || count <= 0.0 {
-            return Err(format!("invalid rate `{s}`: the count must be greater than zero"));
+            return Err(format!(
+                "invalid rate `{s}`: the count must be greater than zero"
+            ));
         }
         if count > 1_000_000.0 {
             return Err(format!("invalid rate `{s}`: at most 1000000 per period"));
@@ -67,7 +73,10 @@ impl FromStr for Rate {
         let whole = (count * f64::from(scale)).round() as u32;
         let count = NonZeroU32::new(whole)
             .ok_or_else(|| format!("invalid rate `{s}`: the count must be greater than zero"))?;
-        Ok(Rate { count, per: per * scale })
+        Ok(Rate {
+            count,
+            per: per * scale,
+        })
     }
 }
 
@@ -112,7 +121,7 @@ impl TryFrom<DurationRepr> for HumanDuration {
 }
 
 fn seconds(secs: f64, shown: &str) -> Result<HumanDuration, String> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("invalid duration `{shown}`"));
     }
     Ok(HumanDuration(Duration::from_secs_f64(secs)))
@@ -191,9 +200,9 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n >= 1 << 20 && n % (1 << 20) == 0 {
+        if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}")
@@ -221,8 +230,14 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("1.5".parse::<HumanDuration>().unwrap().0, Duration::from_millis(1500));
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "1.5".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(1500)
+        );
         assert!("-1".parse::<HumanDuration>().is_err());
         assert_eq!("10MiB".parse::<ByteSize>().unwrap().0, 10 << 20);
         assert_eq!("64k".parse::<ByteSize>().unwrap().0, 64_000);

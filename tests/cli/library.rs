@@ -1,0 +1,57 @@
+//! The library on the caller's runtime: no binary, no runtime of its own.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
+
+use crate::server::Server;
+use crate::support::validate;
+
+#[tokio::test]
+async fn start_runs_on_the_callers_runtime() {
+    let server = Server::start().await;
+    let input: String = (0..20)
+        .map(|i| server.url(&format!("/delay/{}", 100 + i)) + "\n")
+        .collect();
+    let settings = fetchall::Settings {
+        concurrency: NonZeroUsize::new(3).unwrap(),
+        ..fetchall::Settings::default()
+    };
+    let mut run = fetchall::start(settings, Box::pin(std::io::Cursor::new(input))).unwrap();
+    let mut seen = BTreeSet::new();
+    while let Some(record) = run.next().await {
+        assert!(record.ok, "{record:?}");
+        let n = record.body.as_ref().unwrap()["slept_ms"].as_u64().unwrap();
+        assert_eq!(n, 100 + record.seq, "each record describes its own URL");
+        validate(&serde_json::to_value(&record).unwrap());
+        seen.insert(record.seq);
+    }
+    run.finish().await.unwrap();
+    assert_eq!(seen, (0..20).collect());
+    assert_eq!(server.max_in_flight(), 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_on_a_single_threaded_runtime_too() {
+    let server = Server::start().await;
+    let input = format!("{}\n{}\n", server.url("/ok"), server.url("/status/500"));
+    let mut run = fetchall::start(
+        fetchall::Settings::default(),
+        Box::pin(std::io::Cursor::new(input)),
+    )
+    .unwrap();
+    let mut kinds = Vec::new();
+    while let Some(record) = run.next().await {
+        kinds.push(record.error.map(|e| e.kind));
+    }
+    kinds.sort_by_key(|k| k.is_some());
+    assert_eq!(kinds, [None, Some(fetchall::ErrorKind::HttpStatus)]);
+}
+
+#[test]
+fn start_outside_a_runtime_is_an_error_not_a_panic() {
+    let result = fetchall::start(
+        fetchall::Settings::default(),
+        Box::pin(std::io::Cursor::new("")),
+    );
+    assert!(matches!(result, Err(fetchall::Error::NoRuntime)));
+}

@@ -1,0 +1,107 @@
+//! The gate's guarantees: the in-flight cap and the rate bound, measured at the server.
+
+use std::time::{Duration, Instant};
+
+use crate::server::{Server, max_in_window};
+use crate::support::{records, run};
+
+#[test]
+fn in_flight_cap_is_reached_and_never_exceeded() {
+    for cap in [1usize, 4, 16] {
+        let server = Server::start_in_background();
+        let input: String = (0..cap * 4)
+            .map(|_| server.url("/delay/150") + "\n")
+            .collect();
+        let out = run(&["-c", &cap.to_string(), "--body", "none"], &input);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(records(&out.stdout).len(), cap * 4);
+        assert_eq!(server.max_in_flight(), cap, "cap {cap}");
+    }
+}
+
+/// With `--rate R --burst B`, no window of W seconds sees more than B + R*W request starts.
+#[test]
+fn rate_bound_holds_in_every_window() {
+    let (rate, burst, n) = (40.0, 3usize, 60usize);
+    let server = Server::start_in_background();
+    let input: String = (0..n)
+        .map(|i| server.url(&format!("/item/{i}")) + "\n")
+        .collect();
+    let started = Instant::now();
+    let out = run(
+        &[
+            "-c", "16", "--rate", "40/s", "--burst", "3", "--body", "none",
+        ],
+        &input,
+    );
+    let wall = started.elapsed();
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), n);
+
+    // Client side, where the limiter acts: the exact bound.
+    let mut starts: Vec<f64> = recs
+        .iter()
+        .map(|r| r["started_ms"].as_f64().unwrap() / 1000.0)
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    // Server side, after the network: allow 20 ms of loopback scheduling jitter.
+    let arrivals = server.arrivals("/item/");
+    assert_eq!(arrivals.len(), n);
+    for w in [0.1, 0.25, 0.5, 1.0] {
+        let bound = burst as f64 + rate * w;
+        let client_max = max_in_window_f(&starts, w);
+        assert!(
+            client_max as f64 <= bound,
+            "W={w}: {client_max} starts > {bound}"
+        );
+        let server_max = max_in_window(&arrivals, Duration::from_secs_f64(w));
+        let loose = burst as f64 + rate * (w + 0.02);
+        assert!(
+            server_max as f64 <= loose,
+            "W={w}: {server_max} arrivals > {loose}"
+        );
+    }
+    // And the limiter really limits: n requests need at least (n - B) / R seconds.
+    let least = (n - burst) as f64 / rate;
+    assert!(
+        starts[n - 1] - starts[0] >= least * 0.99,
+        "span {} < {least}",
+        starts[n - 1] - starts[0]
+    );
+    assert!(wall.as_secs_f64() >= least);
+}
+
+/// Stacked quotas: every one of them applies.
+#[test]
+fn stacked_rates_all_apply() {
+    let server = Server::start_in_background();
+    let input: String = (0..12)
+        .map(|i| server.url(&format!("/item/{i}")) + "\n")
+        .collect();
+    // 1000/s alone would finish at once; 20/s with burst 2 spreads 12 starts over >= 0.5 s.
+    let out = run(
+        &[
+            "--rate", "1000/s", "--rate", "20/s", "--burst", "2", "--body", "none",
+        ],
+        &input,
+    );
+    let mut starts: Vec<f64> = records(&out.stdout)
+        .iter()
+        .map(|r| r["started_ms"].as_f64().unwrap())
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    assert!(starts[11] - starts[0] >= 500.0 * 0.99, "{starts:?}");
+    assert!(max_in_window_f(&starts.iter().map(|s| s / 1000.0).collect::<Vec<_>>(), 0.25) <= 7);
+}
+
+fn max_in_window_f(sorted: &[f64], w: f64) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..sorted.len() {
+        while sorted[hi] - sorted[lo] > w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}

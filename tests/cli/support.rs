@@ -1,0 +1,80 @@
+//! Helpers: run the binary, parse and validate its records against the published schema.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/record.schema.json"
+        ))
+        .unwrap();
+        let schema: Value = serde_json::from_str(&text).unwrap();
+        jsonschema::validator_for(&schema).expect("docs/record.schema.json is a valid schema")
+    })
+}
+
+/// Check one record against docs/record.schema.json; panic with the record and the errors.
+pub fn validate(record: &Value) {
+    let errors: Vec<String> = schema()
+        .iter_errors(record)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "record does not match the schema: {record}\n{errors:#?}"
+    );
+}
+
+/// Parse stdout as JSON lines, validating each one.
+pub fn records(stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).expect("stdout is UTF-8");
+    text.lines()
+        .map(|line| {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            validate(&v);
+            v
+        })
+        .collect()
+}
+
+pub fn fetchall() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetchall"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Run the binary with `stdin` piped in.
+pub fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = fetchall()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Records sorted by seq.
+pub fn by_seq(mut records: Vec<Value>) -> Vec<Value> {
+    records.sort_by_key(|r| r["seq"].as_u64().unwrap());
+    records
+}
+
+pub fn kind(record: &Value) -> &str {
+    record["error"]["kind"].as_str().unwrap_or("")
+}
