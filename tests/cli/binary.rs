@@ -250,19 +250,44 @@ fn demo_replays_the_three_lessons() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let secs = |label: &str| -> f64 {
-        let line = text.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("{label} in {text}"));
-        line.split(':').nth(1).unwrap().trim().split(' ').next().unwrap().parse().unwrap()
+        let line = text
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label} in {text}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     // Guarantees, not speed: sequential waits add up, concurrent ones overlap.
     assert!(secs("one at a time") >= 6.0, "{text}");
-    assert!(secs("all together") >= 3.0 && secs("all together") < secs("one at a time"), "{text}");
+    assert!(
+        secs("all together") >= 3.0 && secs("all together") < secs("one at a time"),
+        "{text}"
+    );
     let starts: Vec<f64> = text
         .lines()
         .filter(|l| l.contains("started at"))
-        .map(|l| l.split("started at ").nth(1).unwrap().trim_end_matches(" s").parse().unwrap())
+        .map(|l| {
+            l.split("started at ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" s")
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(starts.len(), 4);
-    assert_eq!(starts.iter().filter(|s| **s >= 2.0).count(), 2, "two waves: {starts:?}");
+    assert_eq!(
+        starts.iter().filter(|s| **s >= 2.0).count(),
+        2,
+        "two waves: {starts:?}"
+    );
     let recs: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix('{').map(|r| format!("{{{r}")))
