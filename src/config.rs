@@ -6,7 +6,7 @@
 //! build it directly. clap types stop here: nothing below this module sees them.
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -33,47 +33,120 @@ pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
     /// Most requests in flight at once [default: 50]
-    #[arg(short = 'c', long, value_name = "N")]
+    #[arg(short = 'c', long, value_name = "N", env = "FETCHALL_CONCURRENCY")]
     pub concurrency: Option<NonZeroUsize>,
 
     /// Rate limit for request starts: N/s, N/m or N/h (fractions allowed, e.g. 0.5/s).
     /// Repeat to stack quotas; all apply [default: unlimited]
-    #[arg(short = 'r', long, value_name = "RATE")]
+    #[arg(short = 'r', long, value_name = "RATE", env = "FETCHALL_RATE")]
     #[serde(default, deserialize_with = "one_or_many")]
     pub rate: Vec<Rate>,
 
     /// Requests a rate limit lets through back to back after an idle spell [default: 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "FETCHALL_BURST")]
     pub burst: Option<NonZeroU32>,
 
     /// Whole-request timeout, connect to last body byte (e.g. 30s, 500ms) [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_TIMEOUT")]
     pub timeout: Option<HumanDuration>,
 
     /// TCP (and TLS) connect timeout [default: 10s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<HumanDuration>,
 
     /// How to put the response body in the record [default: auto]
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_enum, value_name = "MODE", env = "FETCHALL_BODY")]
     pub body: Option<BodyMode>,
 
     /// Largest body to accept, in bytes (units: k, Ki, M, Mi, G, Gi); a larger one fails with
     /// kind too_large [default: 10MiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", env = "FETCHALL_MAX_BODY")]
     pub max_body: Option<ByteSize>,
 
     /// User-Agent header [default: fetchall/<version>]
-    #[arg(short = 'A', long, value_name = "TEXT")]
+    #[arg(short = 'A', long, value_name = "TEXT", env = "FETCHALL_USER_AGENT")]
     pub user_agent: Option<String>,
+
+    /// HTTP method for every request (a spec line's "method" wins)
+    /// [default: GET, or POST with --data/--json]
+    #[arg(short = 'X', long, value_name = "METHOD", env = "FETCHALL_METHOD")]
+    pub method: Option<String>,
+
+    /// Request header "Name: value"; repeat for more. A spec line's header of the same name
+    /// replaces it [default: none]
+    #[arg(short = 'H', long, value_name = "HEADER", env = "FETCHALL_HEADER")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub header: Vec<String>,
+
+    /// Request body: TEXT, or @FILE to send a file's bytes; implies POST [default: none]
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "TEXT|@FILE",
+        env = "FETCHALL_DATA",
+        conflicts_with = "json"
+    )]
+    pub data: Option<String>,
+
+    /// JSON request body (TEXT or @FILE; must parse as JSON); sets Content-Type and Accept to
+    /// application/json and implies POST [default: none]
+    #[arg(long, value_name = "JSON|@FILE", env = "FETCHALL_JSON")]
+    pub json: Option<String>,
+
+    /// Most redirects to follow; 0 does not follow (a 3xx is then the record's status)
+    /// [default: 10]
+    #[arg(long, value_name = "N", env = "FETCHALL_MAX_REDIRECTS")]
+    pub max_redirects: Option<u32>,
+
+    /// Accept any TLS certificate (self-signed, expired, wrong name) [default: false]
+    #[arg(short = 'k', long, value_name = "BOOL", env = "FETCHALL_INSECURE",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
+
+    /// Send every request through this proxy (http:// or https://); NO_PROXY applies. Without it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured
+    /// [default: from the environment]
+    #[arg(short = 'x', long, value_name = "URL", env = "FETCHALL_PROXY")]
+    pub proxy: Option<String>,
+
+    /// Add the response headers to each record ("headers": {name: [values]}) [default: false]
+    #[arg(long, value_name = "BOOL", env = "FETCHALL_HEADERS",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub headers: Option<bool>,
+
+    /// Write each response body to a file in DIR (named by the spec's id, else by seq); the
+    /// record's "saved" field holds its path, size and sha256 [default: off]
+    #[arg(long, value_name = "DIR", env = "FETCHALL_SAVE_DIR")]
+    pub save_dir: Option<PathBuf>,
+
+    /// Write records to FILE instead of stdout (created or truncated) [default: stdout]
+    #[arg(short = 'o', long, value_name = "FILE", env = "FETCHALL_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Emit records in input order (a bounded reorder buffer of 2 x concurrency records;
+    /// while it is full no new request starts) [default: false, completion order]
+    #[arg(long, value_name = "BOOL", env = "FETCHALL_ORDERED",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ordered: Option<bool>,
+
+    /// Write the end-of-run summary (counts, latency percentiles, throughput) to FILE as JSON
+    /// [default: off]
+    #[arg(long, value_name = "FILE", env = "FETCHALL_SUMMARY")]
+    pub summary: Option<PathBuf>,
 }
 
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rate>, D::Error> {
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        One(Rate),
-        Many(Vec<Rate>),
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(r) => vec![r],
@@ -123,6 +196,22 @@ impl Options {
             body: over.body.or(self.body),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            method: over.method.or(self.method),
+            header: if over.header.is_empty() {
+                self.header
+            } else {
+                over.header
+            },
+            data: over.data.or(self.data),
+            json: over.json.or(self.json),
+            max_redirects: over.max_redirects.or(self.max_redirects),
+            insecure: over.insecure.or(self.insecure),
+            proxy: over.proxy.or(self.proxy),
+            headers: over.headers.or(self.headers),
+            save_dir: over.save_dir.or(self.save_dir),
+            output: over.output.or(self.output),
+            ordered: over.ordered.or(self.ordered),
+            summary: over.summary.or(self.summary),
         }
     }
 }
@@ -147,7 +236,38 @@ pub struct Settings {
     pub body: BodyMode,
     pub max_body: u64,
     pub user_agent: String,
+    /// Request defaults from the flags (`-X`, `-H`, `-d`, `--json`), as given; a spec line
+    /// overrides them. Checked when the run starts (a bad one stops it with a usage error).
+    pub request: RequestOptions,
+    /// Redirects followed at most; 0 does not follow.
+    pub max_redirects: u32,
+    /// Accept any TLS certificate.
+    pub insecure: bool,
+    /// Proxy for every request; `None` uses the proxy environment variables.
+    pub proxy: Option<String>,
+    /// Put response headers in each record.
+    pub response_headers: bool,
+    /// Write each body to a file in this directory.
+    pub save_dir: Option<PathBuf>,
+    /// Emit records in input order through a bounded reorder buffer.
+    pub ordered: bool,
+    /// Write records here instead of stdout (used by the binary; `start` ignores it).
+    pub output: Option<PathBuf>,
+    /// Write the JSON summary here (used by the binary; `start` ignores it).
+    pub summary: Option<PathBuf>,
 }
+
+/// The request flags, unparsed: see [`crate::request::Template`] for what they mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    pub method: Option<String>,
+    pub headers: Vec<String>,
+    pub data: Option<String>,
+    pub json: Option<String>,
+}
+
+/// The default redirect limit (`--max-redirects`).
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -160,6 +280,15 @@ impl Default for Settings {
             body: BodyMode::Auto,
             max_body: DEFAULT_MAX_BODY,
             user_agent: default_user_agent(),
+            request: RequestOptions::default(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            insecure: false,
+            proxy: None,
+            response_headers: false,
+            save_dir: None,
+            ordered: false,
+            output: None,
+            summary: None,
         }
     }
 }
@@ -182,7 +311,64 @@ impl Settings {
             body: o.body.unwrap_or(d.body),
             max_body: o.max_body.map_or(d.max_body, |s| s.0),
             user_agent: o.user_agent.unwrap_or(d.user_agent),
+            request: RequestOptions {
+                method: o.method,
+                headers: o.header,
+                data: o.data,
+                json: o.json,
+            },
+            max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
+            insecure: o.insecure.unwrap_or(d.insecure),
+            proxy: o.proxy,
+            response_headers: o.headers.unwrap_or(d.response_headers),
+            save_dir: o.save_dir,
+            ordered: o.ordered.unwrap_or(d.ordered),
+            output: o.output,
+            summary: o.summary,
         }
+    }
+}
+
+impl Settings {
+    /// Every option as a config-file key and its TOML value (`None`: not set), in the order
+    /// of `config/fetchall.toml`. `fetchall config` prints this.
+    pub fn to_toml_values(&self) -> Vec<(&'static str, Option<String>)> {
+        let s = |v: &str| toml::Value::String(v.to_owned()).to_string();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
+        let list = |items: Vec<String>| {
+            format!(
+                "[{}]",
+                items.iter().map(|i| s(i)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        vec![
+            ("concurrency", Some(self.concurrency.to_string())),
+            (
+                "rate",
+                Some(list(self.rates.iter().map(Rate::to_string).collect())),
+            ),
+            ("burst", Some(self.burst.to_string())),
+            ("timeout", Some(s(&HumanDuration(self.timeout).to_string()))),
+            (
+                "connect-timeout",
+                Some(s(&HumanDuration(self.connect_timeout).to_string())),
+            ),
+            ("body", Some(s(self.body.as_str()))),
+            ("max-body", Some(s(&ByteSize(self.max_body).to_string()))),
+            ("user-agent", Some(s(&self.user_agent))),
+            ("method", self.request.method.as_deref().map(s)),
+            ("header", Some(list(self.request.headers.clone()))),
+            ("data", self.request.data.as_deref().map(s)),
+            ("json", self.request.json.as_deref().map(s)),
+            ("max-redirects", Some(self.max_redirects.to_string())),
+            ("insecure", Some(self.insecure.to_string())),
+            ("proxy", self.proxy.as_deref().map(s)),
+            ("headers", Some(self.response_headers.to_string())),
+            ("save-dir", path(&self.save_dir)),
+            ("output", path(&self.output)),
+            ("ordered", Some(self.ordered.to_string())),
+            ("summary", path(&self.summary)),
+        ]
     }
 }
 

@@ -4,6 +4,7 @@
 //! record, with the error classified into an [`ErrorKind`] by walking the error's source chain.
 //! This module does not decide when a request may start (that is `limit`/`scheduler`).
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,23 +15,49 @@ use crate::config::Settings;
 use crate::input::Request;
 use crate::record::{ErrorKind, Record, RecordError, encode_body};
 use crate::resolve::{DnsError, SystemResolver};
+use crate::save;
 
-/// Build the one HTTP client a run shares (connection pool, timeouts, redirects).
+/// Build the one HTTP client a run shares (connection pool, timeouts, redirects, TLS, proxy).
 pub fn client(settings: &Settings) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    let redirect = match settings.max_redirects {
+        0 => reqwest::redirect::Policy::none(),
+        n => reqwest::redirect::Policy::limited(n as usize),
+    };
+    let mut builder = reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .pool_max_idle_per_host(settings.concurrency.get())
-        .redirect(reqwest::redirect::Policy::limited(10))
+        .redirect(redirect)
         .tcp_nodelay(true)
-        .dns_resolver(Arc::new(SystemResolver))
-        .build()
+        .danger_accept_invalid_certs(settings.insecure)
+        .dns_resolver(Arc::new(SystemResolver));
+    // Without --proxy, reqwest reads HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY itself;
+    // an explicit proxy replaces those, but NO_PROXY still applies to it (as with curl).
+    if let Some(proxy) = &settings.proxy {
+        builder = builder
+            .proxy(reqwest::Proxy::all(proxy.as_str())?.no_proxy(reqwest::NoProxy::from_env()));
+    }
+    builder.build()
+}
+
+/// The reqwest request for `request` (already completed by the template: its method and
+/// headers are final). Kept apart from sending so a retry can build the same request again.
+pub fn build_request(client: &reqwest::Client, request: &Request) -> reqwest::RequestBuilder {
+    let method = request.method.clone().unwrap_or(reqwest::Method::GET);
+    let mut builder = client
+        .request(method, request.url.clone())
+        .headers(request.headers.clone());
+    if let Some(body) = &request.body {
+        builder = builder.body(body.bytes());
+    }
+    builder
 }
 
 /// What one attempt produced, before it becomes a record.
 struct Outcome {
     status: Option<u16>,
+    headers: Option<BTreeMap<String, Vec<String>>>,
     content_type: Option<String>,
     body: Option<Vec<u8>>,
     bytes: Option<u64>,
@@ -47,8 +74,22 @@ pub async fn fetch(
     request: &Request,
 ) -> Record {
     let started = Instant::now();
-    let outcome = attempt(client, settings, request).await;
+    let mut outcome = attempt(client, settings, request).await;
     let elapsed = started.elapsed();
+    let mut saved = None;
+    if let (Some(dir), Some(bytes)) = (&settings.save_dir, &outcome.body) {
+        match save::write(dir, seq, request.id.as_ref(), bytes).await {
+            Ok(s) => saved = Some(s),
+            Err(e) => {
+                // A body we could not keep is a failed record even when the response was
+                // fine: the user asked for the file.
+                outcome.error.get_or_insert(RecordError {
+                    kind: ErrorKind::Save,
+                    message: e,
+                });
+            }
+        }
+    }
     let body = outcome
         .body
         .as_deref()
@@ -67,18 +108,34 @@ pub async fn fetch(
         body,
         body_encoding,
         error: outcome.error,
+        id: request.id.clone(),
+        headers: outcome.headers,
+        saved,
     }
+}
+
+/// Response headers as lower-case name -> values (in the order received); a repeated header
+/// such as Set-Cookie keeps every value. A value that is not UTF-8 is shown lossily.
+fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        map.entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    map
 }
 
 async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Request) -> Outcome {
     let mut outcome = Outcome {
         status: None,
+        headers: None,
         content_type: None,
         body: None,
         bytes: None,
         error: None,
     };
-    let mut response = match client.get(request.url.clone()).send().await {
+    let mut response = match build_request(client, request).send().await {
         Ok(r) => r,
         Err(e) => {
             outcome.error = Some(describe(&e));
@@ -87,6 +144,9 @@ async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Reques
     };
     let status = response.status();
     outcome.status = Some(status.as_u16());
+    if settings.response_headers {
+        outcome.headers = Some(header_map(response.headers()));
+    }
     outcome.content_type = response
         .headers()
         .get(CONTENT_TYPE)

@@ -1,8 +1,9 @@
 //! Input: turn lines of text into jobs, lazily and with bounded memory.
 //!
 //! One URL per line; surrounding whitespace is trimmed; blank lines and lines starting with `#`
-//! are skipped and get no `seq`. Every other line becomes exactly one [`Job`]: a request, or the
-//! reason it cannot be one (which becomes an `invalid_url` record downstream). Reading stops at
+//! are skipped and get no `seq`. A line starting with `{` is a JSON request spec (parsed by
+//! `request`). Every other line becomes exactly one [`Job`]: a request, or the reason it cannot
+//! be one (which becomes an `invalid_url` or `invalid_spec` record downstream). Reading stops at
 //! the channel: when the pipeline is busy, the reader waits, so a huge file is never held in
 //! memory. This module does not fetch and does not decide ordering.
 
@@ -13,6 +14,8 @@ use std::pin::Pin;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use url::Url;
+
+use crate::record::ErrorKind;
 
 /// Longest input line kept; a longer line becomes an `invalid_url` record, the rest of it is
 /// read and dropped so memory stays bounded whatever the input.
@@ -32,17 +35,17 @@ pub struct Job {
     pub request: Result<Request, InvalidLine>,
 }
 
-/// What to fetch.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub url: Url,
-}
+pub use crate::request::Request;
 
 /// A line that is not a request: the text to echo and what is wrong with it.
 #[derive(Debug, Clone)]
 pub struct InvalidLine {
     pub text: String,
     pub reason: String,
+    /// `InvalidUrl`, or `InvalidSpec` for a spec line that is not a valid request.
+    pub kind: ErrorKind,
+    /// A spec's `id`, when it could be read.
+    pub id: Option<serde_json::Value>,
 }
 
 /// A boxed async byte source: a file, stdin, or anything a library user passes in.
@@ -137,7 +140,12 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
         let text = String::from_utf8_lossy(&raw[..raw.len().min(ECHO_BYTES)])
             .trim()
             .to_owned();
-        Some(Err(InvalidLine { text, reason }))
+        Some(Err(InvalidLine {
+            text,
+            reason,
+            kind: ErrorKind::InvalidUrl,
+            id: None,
+        }))
     };
     let text = match std::str::from_utf8(raw) {
         Ok(t) => t,
@@ -151,12 +159,33 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
     if !complete {
         return invalid(format!("line longer than {MAX_LINE_BYTES} bytes"));
     }
+    if text.starts_with('{') {
+        return Some(crate::request::parse_spec(text).map_err(|e| {
+            InvalidLine {
+                text: e
+                    .url
+                    .unwrap_or_else(|| text.to_owned())
+                    .chars()
+                    .take(ECHO_BYTES)
+                    .collect(),
+                reason: e.message,
+                kind: if e.invalid_url {
+                    ErrorKind::InvalidUrl
+                } else {
+                    ErrorKind::InvalidSpec
+                },
+                id: e.id,
+            }
+        }));
+    }
     Some(
         parse_url(text)
-            .map(|url| Request { url })
+            .map(Request::get)
             .map_err(|reason| InvalidLine {
                 text: text.chars().take(ECHO_BYTES).collect(),
                 reason,
+                kind: ErrorKind::InvalidUrl,
+                id: None,
             }),
     )
 }

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -28,9 +29,14 @@ pub mod fetch;
 pub mod input;
 pub mod limit;
 pub mod output;
+pub mod progress;
 pub mod record;
+mod reorder;
+pub mod request;
 pub mod resolve;
+pub mod save;
 mod scheduler;
+pub mod summary;
 pub mod units;
 
 use std::io::{self, Write};
@@ -66,6 +72,8 @@ pub enum Error {
     Client(#[from] reqwest::Error),
     #[error("fetchall::start must be called from within a tokio runtime")]
     NoRuntime,
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// A running pipeline: records arrive in completion order.
@@ -100,22 +108,51 @@ pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::NoRuntime);
     }
-    let client = fetch::client(&settings)?;
+    let template = request::Template::from_options(&settings.request).map_err(Error::Usage)?;
+    if let Some(dir) = &settings.save_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Usage(format!("--save-dir: cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let client = fetch::client(&settings)
+        .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {}", chain(&e))))?;
     let gate = limit::Gate::new(settings.concurrency, &settings.rates, settings.burst);
+    let window = settings
+        .ordered
+        .then(|| reorder::Window::new(reorder::window_size(settings.concurrency)));
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
         gate,
         start: Instant::now(),
+        template,
+        window: window.clone(),
     });
     let (job_tx, job_rx) = mpsc::channel(JOB_QUEUE);
-    let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
+    let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
     let reader = tokio::spawn(input::read_jobs(source, job_tx));
     tokio::spawn(scheduler::dispatch(ctx, job_rx, record_tx));
+    if let Some(window) = window {
+        let (ordered_tx, ordered_rx) = mpsc::channel(RECORD_QUEUE);
+        tokio::spawn(reorder::reorder(record_rx, ordered_tx, window));
+        record_rx = ordered_rx;
+    }
     Ok(Run {
         records: record_rx,
         reader,
     })
+}
+
+/// The error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
 }
 
 /// Run the whole pipeline and write every record as a JSON line to `sink`.
@@ -124,18 +161,35 @@ pub async fn run<W: Write + Send + 'static>(
     source: Source,
     sink: W,
 ) -> Result<Tally, Error> {
-    let (records, reader) = start(settings, source)?.into_parts();
-    let written = output::spawn_writer(records, sink)
+    run_observed(settings, source, sink, |_: &Record| {})
         .await
-        .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?
-        .map_err(Error::Write)?;
+        .map(|(tally, _)| tally)
+}
+
+/// [`run`], calling `observe` with every record as it is written (on the writer's thread):
+/// the progress line and the summary watch the run this way. `observe` is handed back.
+pub async fn run_observed<W, F>(
+    settings: Settings,
+    source: Source,
+    sink: W,
+    observe: F,
+) -> Result<(Tally, F), Error>
+where
+    W: Write + Send + 'static,
+    F: FnMut(&Record) + Send + 'static,
+{
+    let (records, reader) = start(settings, source)?.into_parts();
+    let (written, observe) = output::spawn_writer(records, sink, observe)
+        .await
+        .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?;
+    let written = written.map_err(Error::Write)?;
     if written.reader_gone {
         // Nobody reads any more: the input's fate no longer matters.
         reader.abort();
-        return Ok(written);
+        return Ok((written, observe));
     }
     match reader.await {
-        Ok(Ok(())) => Ok(written),
+        Ok(Ok(())) => Ok((written, observe)),
         Ok(Err(e)) => Err(Error::Read(e)),
         Err(e) => Err(Error::Read(io::Error::other(e))),
     }

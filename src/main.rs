@@ -1,15 +1,13 @@
 //! The `fetchall` binary: runtime, logging, arguments, exit status. Everything else is in the
 //! library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use fetchall::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.log_level()));
     tracing_subscriber::fmt()
@@ -32,28 +30,37 @@ fn main() -> ExitCode {
 }
 
 async fn app(cli: Cli) -> u8 {
-    if let Some(Command::Demo) = cli.command {
-        return match fetchall::demo::run(std::io::stdout()).await {
-            Ok(()) => 0,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-            Err(e) => report(&format!("demo failed: {e}")),
-        };
-    }
-    let settings = match cli.settings() {
-        Ok(s) => s,
-        Err(e) => return report(&e.to_string()),
-    };
-    if cli.file.is_none() && std::io::stdin().is_terminal() {
-        return report("no input: give a FILE of URLs, or pipe them on stdin (see --help)");
-    }
-    let source = match fetchall::input::open(cli.file.as_deref()).await {
-        Ok(s) => s,
-        Err(source) => {
-            let path = cli.file.clone().unwrap_or_else(|| "-".into());
-            return report(&fetchall::Error::Input { path, source }.to_string());
+    let mut stdout = std::io::stdout();
+    match &cli.command {
+        Some(Command::Demo) => {
+            return match fetchall::demo::run(stdout).await {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => report(&format!("demo failed: {e}")),
+            };
         }
-    };
-    match fetchall::run(settings, source, std::io::stdout()).await {
+        Some(Command::Config { config, options }) => {
+            let printed =
+                fetchall::cli::print_config(config.as_deref(), options, &cli.origins, &mut stdout);
+            return match printed {
+                Ok(()) => 0,
+                Err(e) => report(&e.to_string()),
+            };
+        }
+        Some(Command::Completions { shell }) => {
+            fetchall::cli::print_completions(*shell, &mut stdout);
+            return 0;
+        }
+        Some(Command::Man) => {
+            return match fetchall::cli::print_man(&mut stdout) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => report(&format!("writing the man page: {e}")),
+            };
+        }
+        None => {}
+    }
+    match fetchall::app::run(&cli).await {
         Ok(tally) if tally.reader_gone || tally.failed == 0 => 0,
         Ok(_) => 1,
         Err(e) => report(&e.to_string()),

@@ -26,23 +26,34 @@ pub struct Tally {
     pub reader_gone: bool,
 }
 
-/// Write every record from `records` to `sink` on a thread of its own; the result arrives when
-/// the channel closes (all records written) or the sink fails.
-pub fn spawn_writer<W: Write + Send + 'static>(
+/// Write every record from `records` to `sink` on a thread of its own, calling `observe` with
+/// each record after it is written; the result (and `observe`, handed back) arrives when the
+/// channel closes (all records written) or the sink fails.
+pub fn spawn_writer<W, F>(
     records: mpsc::Receiver<Record>,
     sink: W,
-) -> oneshot::Receiver<io::Result<Tally>> {
+    mut observe: F,
+) -> oneshot::Receiver<(io::Result<Tally>, F)>
+where
+    W: Write + Send + 'static,
+    F: FnMut(&Record) + Send + 'static,
+{
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("fetchall-writer".to_owned())
         .spawn(move || {
-            let _ = done_tx.send(write_all(records, sink));
+            let result = write_all(records, sink, &mut observe);
+            let _ = done_tx.send((result, observe));
         })
         .expect("spawning the writer thread");
     done_rx
 }
 
-fn write_all<W: Write>(mut records: mpsc::Receiver<Record>, sink: W) -> io::Result<Tally> {
+fn write_all<W: Write>(
+    mut records: mpsc::Receiver<Record>,
+    sink: W,
+    observe: &mut dyn FnMut(&Record),
+) -> io::Result<Tally> {
     let mut out = io::BufWriter::with_capacity(BUFFER_BYTES, sink);
     let mut tally = Tally::default();
     let result = (|| {
@@ -54,6 +65,7 @@ fn write_all<W: Write>(mut records: mpsc::Receiver<Record>, sink: W) -> io::Resu
             }
             serde_json::to_writer(&mut out, &record).map_err(io::Error::from)?;
             out.write_all(b"\n")?;
+            observe(&record);
             if records.is_empty() {
                 out.flush()?;
             }

@@ -4,6 +4,8 @@
 //! The contract is documented in `docs/output.md` and `docs/record.schema.json`; change all
 //! three together. It does not decide *what* happened to a request (that is `fetch`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -37,6 +39,26 @@ pub struct Record {
     pub body_encoding: Option<BodyEncoding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RecordError>,
+    /// The spec line's `id` (a string or a number), echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// Response headers (`--headers`): lower-case name -> every value, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
+    /// Where the body was written (`--save-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<Saved>,
+}
+
+/// A body written to `--save-dir`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Saved {
+    /// The file's path (`--save-dir` joined with the file name).
+    pub path: String,
+    /// Bytes written.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes written.
+    pub sha256: String,
 }
 
 impl Record {
@@ -58,7 +80,20 @@ impl Record {
                 kind: ErrorKind::InvalidUrl,
                 message,
             }),
+            id: None,
+            headers: None,
+            saved: None,
         }
+    }
+
+    /// A record for an input line that is not a request (a bad URL or a bad spec).
+    pub fn invalid_line(seq: u64, line: u64, bad: crate::input::InvalidLine) -> Record {
+        let mut record = Record::input_error(seq, line, bad.text, bad.reason);
+        if let Some(e) = record.error.as_mut() {
+            e.kind = bad.kind;
+        }
+        record.id = bad.id;
+        record
     }
 }
 
@@ -97,6 +132,10 @@ pub enum ErrorKind {
     TooLarge,
     /// The run was stopped before this request finished.
     Cancelled,
+    /// A JSON spec line is not a valid request (bad JSON, unknown key, bad header).
+    InvalidSpec,
+    /// The body could not be written to `--save-dir`.
+    Save,
 }
 
 impl ErrorKind {
@@ -114,6 +153,8 @@ impl ErrorKind {
             ErrorKind::Decode => "decode",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::InvalidSpec => "invalid_spec",
+            ErrorKind::Save => "save",
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::fetch;
 use crate::input::Job;
 use crate::limit::Gate;
 use crate::record::Record;
+use crate::reorder::Window;
+use crate::request::Template;
 
 /// What every request task shares.
 pub(crate) struct Context {
@@ -23,6 +25,10 @@ pub(crate) struct Context {
     pub settings: Settings,
     pub gate: Gate,
     pub start: Instant,
+    /// The flags' request defaults, completed into every request before it is sent.
+    pub template: Template,
+    /// With `--ordered`: the reorder buffer's admission window.
+    pub window: Option<Window>,
 }
 
 /// Start jobs until the input ends or nobody reads the records any more.
@@ -32,10 +38,17 @@ pub(crate) async fn dispatch(
     records: mpsc::Sender<Record>,
 ) {
     while let Some(job) = jobs.recv().await {
+        if let Some(window) = &ctx.window {
+            // Before the gate: waiting for the reorder buffer must not hold an in-flight slot.
+            tokio::select! {
+                () = window.enter() => {}
+                () = records.closed() => return,
+            }
+        }
         let request = match job.request {
-            Ok(r) => r,
+            Ok(r) => ctx.template.apply(r),
             Err(bad) => {
-                let record = Record::input_error(job.seq, job.line, bad.text, bad.reason);
+                let record = Record::invalid_line(job.seq, job.line, bad);
                 if records.send(record).await.is_err() {
                     return;
                 }

@@ -2,6 +2,7 @@
 //! loopback, the real reqwest client, the real binary.
 
 mod binary;
+mod everyday;
 mod library;
 mod limits;
 mod server;

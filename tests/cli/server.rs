@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 
 #[derive(Default)]
 pub struct Stats {
@@ -72,6 +73,18 @@ impl Server {
                 "/redirect-to-ok",
                 get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/ok")]) }),
             )
+            .route("/echo", any(echo))
+            .route("/gzip", get(gzip))
+            .route(
+                "/cookies",
+                get(|| async {
+                    let mut headers = HeaderMap::new();
+                    headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+                    headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+                    (headers, "two cookies")
+                }),
+            )
+            .route("/auth", get(auth))
             .layer(middleware::from_fn_with_state(Arc::clone(&stats), track))
             .with_state(());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -147,6 +160,60 @@ async fn delay(Path(ms): Path<u64>) -> impl IntoResponse {
 async fn status(Path(code): Path<u16>) -> impl IntoResponse {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     (status, axum::Json(serde_json::json!({ "status": code })))
+}
+
+/// Describe the request as JSON: method, URI as received (absolute through a proxy), headers
+/// (repeated ones as a list), body.
+async fn echo(req: Request) -> impl IntoResponse {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<serde_json::Value> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.into());
+    }
+    axum::Json(serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+/// A gzip-encoded JSON body, whatever the client asked for.
+async fn gzip() -> impl IntoResponse {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(br#"{"zipped": true, "pad": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#)
+        .unwrap();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CONTENT_ENCODING, "gzip"),
+        ],
+        enc.finish().unwrap(),
+    )
+}
+
+/// 200 with a bearer token of `s3cret`, 401 without.
+async fn auth(headers: HeaderMap) -> impl IntoResponse {
+    match headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) {
+        Some(b"Bearer s3cret") => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"user": "alice"})),
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "no token"})),
+        ),
+    }
 }
 
 /// The most items of sorted `times` that fall in any window of length `window`.

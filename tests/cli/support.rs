@@ -44,9 +44,18 @@ pub fn records(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The binary, isolated from the environment of whoever runs the tests: no RUST_LOG, no
+/// FETCHALL_* variables, no proxy variables, no user config file.
 pub fn fetchall() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetchall"));
     cmd.env_remove("RUST_LOG");
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy().to_ascii_uppercase();
+        if n.starts_with("FETCHALL_") || n.ends_with("_PROXY") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent/fetchall-tests");
     cmd
 }
 

@@ -1,0 +1,86 @@
+//! The binary's run: where records go (stdout or `--output`), the progress line, the summary.
+//!
+//! `main` parses and maps the outcome to an exit status; this module wires one run of the
+//! pipeline to the user's terminal and files. It decides *whether* progress and the human
+//! summary show (only when stderr is a terminal and `-q` is not given, so pipes, logs and
+//! `| head` stay clean); `progress` and `summary` decide what they look like.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::progress::{self, Progress};
+use crate::summary::Summary;
+use crate::{Error, Tally};
+
+/// Run the pipeline as the command line asks. The tally says whether every record was ok.
+pub async fn run(cli: &Cli) -> Result<Tally, Error> {
+    let settings = cli.settings()?;
+    let on_terminal = io::stderr().is_terminal() && !cli.quiet;
+    let file = cli.file.clone().filter(|p| p.as_os_str() != "-");
+    if file.is_none() && io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "no input: give a FILE of URLs, or pipe them on stdin (see --help)".into(),
+        ));
+    }
+    let source = crate::input::open(cli.file.as_deref())
+        .await
+        .map_err(|source| Error::Input {
+            path: cli.file.clone().unwrap_or_else(|| "-".into()),
+            source,
+        })?;
+    let sink: Box<dyn Write + Send> = match &settings.output {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+            Error::Usage(format!("--output: cannot create {}: {e}", path.display()))
+        })?),
+        None => Box::new(io::stdout()),
+    };
+
+    let progress = if on_terminal {
+        Progress::stderr()
+    } else {
+        Progress::hidden()
+    };
+    if on_terminal && let Some(path) = file {
+        // Count on a blocking thread while the run goes on; the bar gains its total later.
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(total) = progress::count_url_lines(&path) {
+                progress.set_total(total);
+            }
+        });
+    }
+    let summary = Arc::new(Mutex::new(Summary::new(Instant::now())));
+    let observe = {
+        let progress = progress.clone();
+        let summary = Arc::clone(&summary);
+        move |record: &crate::Record| {
+            progress.observe(record);
+            summary
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(record);
+        }
+    };
+    let summary_path = settings.summary.clone();
+    let result = crate::run_observed(settings, source, sink, observe).await;
+    progress.finish();
+    let (tally, _) = result?;
+
+    let report = summary
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .report();
+    if let Some(path) = summary_path {
+        let text = serde_json::to_string_pretty(&report).map_err(io::Error::from);
+        text.and_then(|t| std::fs::write(&path, t + "\n"))
+            .map_err(|e| {
+                Error::Usage(format!("--summary: cannot write {}: {e}", path.display()))
+            })?;
+    }
+    if on_terminal {
+        let _ = write!(io::stderr(), "{report}");
+    }
+    Ok(tally)
+}

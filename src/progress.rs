@@ -1,0 +1,120 @@
+//! The progress line on stderr (indicatif): done/total, requests per second, ok/failed,
+//! elapsed and ETA.
+//!
+//! The binary shows it only when stderr is a terminal and `-q` is not given; a pipe or a log
+//! file never sees it. The total is unknown at first; for a file input, [`count_url_lines`]
+//! counts the URL lines on a blocking thread while the run goes on, and the bar gains its total
+//! (and an ETA) when that is done. For stdin the total stays unknown and the line shows a
+//! count without a bar. This module does not decide whether to show itself.
+
+use std::io::{self, BufRead};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use crate::record::Record;
+
+const WITH_TOTAL: &str =
+    "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec:.1} ok {ok} failed {failed} ETA {eta}";
+const WITHOUT_TOTAL: &str =
+    "{spinner} {elapsed_precise} {pos} done {per_sec:.1} ok {ok} failed {failed}";
+
+/// A progress line; cheap to clone (clones share the line).
+#[derive(Clone)]
+pub struct Progress {
+    bar: ProgressBar,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// A progress line drawn on stderr, at most 10 times a second.
+    pub fn stderr() -> Progress {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+        let progress = Progress {
+            bar,
+            ok: Arc::default(),
+            failed: Arc::default(),
+        };
+        progress.bar.set_style(progress.style(WITHOUT_TOTAL));
+        // Redraw even while no record arrives, so elapsed keeps ticking past a slow request.
+        progress.bar.enable_steady_tick(Duration::from_millis(200));
+        progress
+    }
+
+    /// A progress line that draws nothing.
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: ProgressBar::hidden(),
+            ok: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+
+    fn style(&self, template: &str) -> ProgressStyle {
+        let ok = Arc::clone(&self.ok);
+        let failed = Arc::clone(&self.failed);
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
+            .with_key(
+                "ok",
+                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", ok.load(Ordering::Relaxed));
+                },
+            )
+            .with_key(
+                "failed",
+                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", failed.load(Ordering::Relaxed));
+                },
+            )
+    }
+
+    /// The total became known: show a bar and an ETA.
+    pub fn set_total(&self, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_style(self.style(WITH_TOTAL));
+    }
+
+    pub fn observe(&self, record: &Record) {
+        let counter = if record.ok { &self.ok } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.bar.inc(1);
+    }
+
+    /// Take the line off the screen (the summary follows it).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Count the lines of `path` that fetchall will turn into records (not blank, not starting
+/// with `#`), reading the file once in fixed-size chunks: memory stays flat however long a
+/// line is. (A line of only non-ASCII whitespace counts here but gets no record: the total is
+/// for display.)
+pub fn count_url_lines(path: &Path) -> io::Result<u64> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+    let mut count = 0;
+    // The first byte of the current line that is not ASCII whitespace, once seen.
+    let mut first: Option<u8> = None;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(count + u64::from(first.is_some_and(|b| b != b'#')));
+        }
+        for &b in chunk {
+            if b == b'\n' {
+                count += u64::from(first.is_some_and(|b| b != b'#'));
+                first = None;
+            } else if first.is_none() && !b.is_ascii_whitespace() {
+                first = Some(b);
+            }
+        }
+        let n = chunk.len();
+        reader.consume(n);
+    }
+}

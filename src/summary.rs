@@ -1,0 +1,239 @@
+//! The end-of-run summary: counts by status and error kind, latency percentiles, throughput.
+//!
+//! Memory is fixed whatever the run's length: latencies go into a log-scale histogram of
+//! [`BUCKETS`] counters (each bucket 2% wider than the last, from 10 µs up), so a percentile is
+//! exact to within 2%; statuses and error kinds are small maps (at most 900 statuses, a dozen
+//! kinds). The summary watches records as they are written; it does not print or decide where
+//! its text goes (that is the binary's `main`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::record::Record;
+
+/// Latency buckets: bucket `i` holds latencies up to `MIN_MS * GROWTH^i` ms.
+pub const BUCKETS: usize = 1200;
+const MIN_MS: f64 = 0.01;
+const GROWTH: f64 = 1.02;
+
+/// A fixed-size latency histogram (ms).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+    max: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; BUCKETS],
+            count: 0,
+            sum: 0.0,
+            max: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, ms: f64) {
+        let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
+        let i = if ms <= MIN_MS {
+            0
+        } else {
+            ((ms / MIN_MS).ln() / GROWTH.ln()).ceil() as usize
+        };
+        self.counts[i.min(BUCKETS - 1)] += 1;
+        self.count += 1;
+        self.sum += ms;
+        self.max = self.max.max(ms);
+    }
+
+    /// The latency below which a fraction `q` of the recorded ones fall (the bucket's upper
+    /// bound, never more than the largest seen); `None` when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some((MIN_MS * GROWTH.powi(i as i32)).min(self.max));
+            }
+        }
+        Some(self.max)
+    }
+}
+
+/// Counts a run's records as they are written.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    started: Instant,
+    records: u64,
+    ok: u64,
+    bytes: u64,
+    by_status: BTreeMap<u16, u64>,
+    by_error: BTreeMap<&'static str, u64>,
+    latency: Histogram,
+}
+
+impl Summary {
+    pub fn new(started: Instant) -> Summary {
+        Summary {
+            started,
+            records: 0,
+            ok: 0,
+            bytes: 0,
+            by_status: BTreeMap::new(),
+            by_error: BTreeMap::new(),
+            latency: Histogram::default(),
+        }
+    }
+
+    pub fn observe(&mut self, record: &Record) {
+        self.records += 1;
+        self.ok += u64::from(record.ok);
+        self.bytes += record.bytes.unwrap_or(0);
+        if let Some(status) = record.status {
+            *self.by_status.entry(status).or_default() += 1;
+        }
+        if let Some(e) = &record.error {
+            *self.by_error.entry(e.kind.as_str()).or_default() += 1;
+        }
+        if let Some(ms) = record.elapsed_ms {
+            self.latency.record(ms);
+        }
+    }
+
+    /// The summary as of now.
+    pub fn report(&self) -> Report {
+        let elapsed_s = self.started.elapsed().as_secs_f64();
+        let h = &self.latency;
+        let latency_ms = (h.count > 0).then(|| Latency {
+            requests: h.count,
+            p50: round(h.quantile(0.50).unwrap_or(0.0)),
+            p95: round(h.quantile(0.95).unwrap_or(0.0)),
+            p99: round(h.quantile(0.99).unwrap_or(0.0)),
+            max: round(h.max),
+            mean: round(h.sum / h.count as f64),
+        });
+        Report {
+            records: self.records,
+            ok: self.ok,
+            failed: self.records - self.ok,
+            elapsed_s: round(elapsed_s),
+            records_per_s: round(if elapsed_s > 0.0 {
+                self.records as f64 / elapsed_s
+            } else {
+                0.0
+            }),
+            bytes: self.bytes,
+            by_status: self
+                .by_status
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            by_error: self
+                .by_error
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            latency_ms,
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The summary as written by `--summary FILE` (JSON) and on a terminal (its `Display`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Records written (one per input line).
+    pub records: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Seconds from the start of the run to this report.
+    pub elapsed_s: f64,
+    /// Records per second over the whole run.
+    pub records_per_s: f64,
+    /// Body bytes received in total (after decompression).
+    pub bytes: u64,
+    /// Responses by HTTP status ("200": count).
+    pub by_status: BTreeMap<String, u64>,
+    /// Failed records by error kind ("timeout": count).
+    pub by_error: BTreeMap<String, u64>,
+    /// Latency of the requests made (records with `elapsed_ms`); absent when none was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Latency>,
+}
+
+/// Latency percentiles in milliseconds (from a histogram: within 2%).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    pub requests: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "fetchall: {} records in {:.2} s ({:.1}/s): {} ok, {} failed",
+            self.records, self.elapsed_s, self.records_per_s, self.ok, self.failed
+        )?;
+        let list = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.by_status.is_empty() {
+            writeln!(f, "  status:  {}", list(&self.by_status))?;
+        }
+        if !self.by_error.is_empty() {
+            writeln!(f, "  errors:  {}", list(&self.by_error))?;
+        }
+        if let Some(l) = &self.latency_ms {
+            writeln!(
+                f,
+                "  latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p95, l.p99, l.max
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_within_two_percent() {
+        let mut h = Histogram::default();
+        for ms in 1..=1000 {
+            h.record(ms as f64);
+        }
+        for (q, want) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0)] {
+            let got = h.quantile(q).unwrap();
+            assert!((got - want).abs() / want <= 0.021, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(h.quantile(1.0), Some(1000.0));
+        h.record(f64::NAN);
+        h.record(1e15);
+        assert_eq!(h.counts.len(), BUCKETS);
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+}
