@@ -60,7 +60,7 @@ pub enum Command {
         #[arg(long, value_name = "PATH", env = "FETCHALL_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        options: Options,
+        options: Box<Options>,
     },
     /// Print a shell completion script (e.g. `fetchall completions bash > /etc/bash_completion.d/fetchall`)
     Completions {

@@ -61,6 +61,12 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ")
             .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                },
+            )
+            .with_key(
                 "ok",
                 move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
                     let _ = write!(w, "{}", ok.load(Ordering::Relaxed));

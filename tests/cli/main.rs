@@ -2,8 +2,10 @@
 //! loopback, the real reqwest client, the real binary.
 
 mod binary;
+mod cookbook;
 mod everyday;
 mod library;
 mod limits;
 mod server;
+mod shell;
 mod support;

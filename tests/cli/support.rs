@@ -48,6 +48,12 @@ pub fn records(stdout: &[u8]) -> Vec<Value> {
 /// FETCHALL_* variables, no proxy variables, no user config file.
 pub fn fetchall() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetchall"));
+    isolate(&mut cmd);
+    cmd
+}
+
+/// Keep the environment of whoever runs the tests out of `cmd` (and of any fetchall it runs).
+pub fn isolate(cmd: &mut Command) {
     cmd.env_remove("RUST_LOG");
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy().to_ascii_uppercase();
@@ -56,7 +62,6 @@ pub fn fetchall() -> Command {
         }
     }
     cmd.env("XDG_CONFIG_HOME", "/nonexistent/fetchall-tests");
-    cmd
 }
 
 /// Run the binary with `stdin` piped in.
