@@ -258,3 +258,22 @@ fn progress_line_in_a_real_terminal() {
         .unwrap();
     assert_eq!(quiet.trim(), "", "-q shows no progress and no summary");
 }
+
+/// config/fetchall.toml documents every option `fetchall config` knows.
+#[test]
+fn the_shipped_config_lists_every_option() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/fetchall.toml"))
+            .unwrap();
+    let text = effective(&[], &[]);
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with("# fetchall") && !l.starts_with("# config file"))
+    {
+        let key = l.trim_start_matches("# ").split([' ', '=']).next().unwrap();
+        assert!(
+            shipped.contains(&format!("\n{key} = ")) || shipped.contains(&format!("\n# {key} = ")),
+            "config/fetchall.toml does not mention {key}"
+        );
+    }
+}
