@@ -257,6 +257,12 @@ pub fn classify(err: &reqwest::Error) -> ErrorKind {
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // An io::Error's `source()` skips the error it wraps: look inside it, or a failed
+            // certificate check (rustls, wrapped in io::Error by the connector) reads as
+            // `connect`.
+            if wraps_tls_error(io) {
+                return ErrorKind::Tls;
+            }
             use std::io::ErrorKind as Io;
             match io.kind() {
                 Io::TimedOut => return ErrorKind::Timeout,
@@ -285,6 +291,22 @@ pub fn classify(err: &reqwest::Error) -> ErrorKind {
     } else {
         ErrorKind::Protocol
     }
+}
+
+/// Whether a rustls error hides inside `io` (hyper-rustls wraps it in an io::Error that
+/// another io::Error wraps in turn; `source()` walks past both wrappers' payloads).
+fn wraps_tls_error(io: &std::io::Error) -> bool {
+    let mut inner: Option<&(dyn StdError + 'static)> = io.get_ref().map(|e| e as _);
+    while let Some(e) = inner {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|e| e as _),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// The error and its causes on one line, without repeating a cause already in its parent's
