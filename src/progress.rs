@@ -124,3 +124,16 @@ pub fn count_url_lines(path: &Path) -> io::Result<u64> {
         reader.consume(n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_lines_that_get_records() {
+        let path = std::env::temp_dir().join(format!("fetchall-count-{}", std::process::id()));
+        std::fs::write(&path, b"a\n\n  # c\n  b  \n\xff\n \t\nlast").unwrap();
+        assert_eq!(count_url_lines(&path).unwrap(), 4);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

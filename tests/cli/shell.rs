@@ -178,7 +178,8 @@ fn progress_line_in_a_real_terminal() {
     std::fs::write(&urls, input).unwrap();
     let bin = env!("CARGO_BIN_EXE_fetchall");
     let script = format!(
-        "{bin} {urls} -c 2 > {out1}; echo DONE1; {bin} -q {urls} -c 13 > {out2}; echo DONE2; sleep 60",
+        "{bin} {urls} -c 2 > {out1}; echo DONE1; {bin} -q {urls} -c 13 > {out2}; echo DONE2; \
+         cat {urls} | {bin} -c 2 > {out2}; echo DONE3; sleep 60",
         urls = urls.display(),
         out1 = dir.join("out1").display(),
         out2 = dir.join("out2").display(),
@@ -219,7 +220,7 @@ fn progress_line_in_a_real_terminal() {
         {
             seen_progress.push(l.trim().to_owned());
         }
-        if screen.contains("DONE2") {
+        if screen.contains("DONE3") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -227,7 +228,7 @@ fn progress_line_in_a_real_terminal() {
     tmux(&["kill-server"]);
     std::fs::remove_dir_all(&dir).unwrap();
 
-    assert!(screen.contains("DONE2"), "the runs finished: {screen}");
+    assert!(screen.contains("DONE3"), "the runs finished: {screen}");
     // While running: done/total (the file's 13 URL lines), rate, counts, ETA.
     let with_total = seen_progress
         .iter()
@@ -257,6 +258,13 @@ fn progress_line_in_a_real_terminal() {
         .next()
         .unwrap();
     assert_eq!(quiet.trim(), "", "-q shows no progress and no summary");
+    // From stdin the total is unknown: a count, a rate, no bar and no ETA.
+    assert!(
+        seen_progress
+            .iter()
+            .any(|l| l.contains(" done ") && !l.contains("/13") && !l.contains("ETA")),
+        "{seen_progress:?}"
+    );
 }
 
 /// config/fetchall.toml documents every option `fetchall config` knows.
