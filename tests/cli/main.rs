@@ -2,6 +2,8 @@
 //! loopback, the real reqwest client, the real binary.
 
 mod binary;
+mod fault_server;
+mod faults;
 mod library;
 mod limits;
 mod server;
