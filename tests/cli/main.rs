@@ -7,4 +7,5 @@ mod faults;
 mod library;
 mod limits;
 mod server;
+mod signals;
 mod support;
