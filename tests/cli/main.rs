@@ -7,6 +7,7 @@ mod faults;
 mod library;
 mod limits;
 mod properties;
+mod retries;
 mod security;
 mod server;
 mod signals;
