@@ -54,7 +54,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub burst: Option<NonZeroU32>,
 
-    /// Whole-request timeout, connect to last body byte (e.g. 30s, 500ms) [default: 30s]
+    /// Whole-request timeout of each attempt, connect to last body byte (e.g. 30s, 500ms)
+    /// [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<HumanDuration>,
 

@@ -84,7 +84,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// The next finished record, or `None` when every input line has its record.
+    /// The next finished record, or `None` when every input line has its record (or, after a
+    /// stop, when every started request has).
     pub async fn next(&mut self) -> Option<Record> {
         self.records.recv().await
     }

@@ -62,6 +62,12 @@ pub fn spawn_writer_with_handle<W: Write + Send + 'static>(
 #[derive(Clone)]
 pub struct SinkHandle(Arc<Mutex<dyn Write + Send>>);
 
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkHandle")
+    }
+}
+
 impl SinkHandle {
     /// Flush the whole lines buffered so far and end the process with `code`. Waits for a line
     /// being written to finish (at most `patience`: a reader that stopped reading cannot hold

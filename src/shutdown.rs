@@ -31,12 +31,6 @@ pub struct Shutdown {
     sink: OnceLock<SinkHandle>,
 }
 
-impl std::fmt::Debug for SinkHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SinkHandle")
-    }
-}
-
 impl Shutdown {
     pub fn new() -> Arc<Shutdown> {
         Arc::new(Shutdown::default())

@@ -9,7 +9,7 @@ use crate::support::{fetchall, records};
 
 /// Raise this process's open-file soft limit to its hard limit (the server side needs 2000
 /// sockets too); the hard limit it found.
-fn raise_own_limit() -> u64 {
+fn raise_own_limit() -> libc::rlim_t {
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -20,7 +20,7 @@ fn raise_own_limit() -> u64 {
         l.rlim_cur = l.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
-    l.rlim_max as u64
+    l.rlim_max
 }
 
 #[test]

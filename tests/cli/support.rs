@@ -91,6 +91,7 @@ pub struct Measured {
 
 /// Run the binary like [`run`], and measure its peak memory: the child is reaped with
 /// `wait4`, which reports that one process's own resource usage.
+#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
 pub fn run_measured(args: &[&str], stdin: &str) -> Measured {
     let started = std::time::Instant::now();
     let mut child = fetchall()
