@@ -135,3 +135,80 @@ fn header_values_with_line_breaks_are_refused() {
     assert!(fetchall::fetch::header_value("X-Ok", "fine\tvalue").is_ok());
     assert!(fetchall::fetch::header_value("X-Bad", "a\u{7f}b").is_err());
 }
+
+/// A loopback HTTPS server with a self-signed certificate for 127.0.0.1; answers `200 ok`.
+async fn self_signed_server() -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+    );
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// TLS is verified: a self-signed certificate fails with kind `tls` (not retried), and
+/// passes only with --insecure. Plain HTTP on an https URL is a `tls` failure too.
+#[tokio::test]
+async fn tls_is_verified_unless_insecure() {
+    let addr = self_signed_server().await;
+    let plain = Server::start().await;
+    let input = format!("https://{addr}/\nhttps://{}/ok\n", plain.addr);
+    let run = |args: Vec<&'static str>, input: String| {
+        tokio::task::spawn_blocking(move || run(&args, &input))
+    };
+    let out = run(vec![], input.clone()).await.unwrap();
+    let recs = by_seq(records(&out.stdout));
+    for r in &recs {
+        assert_eq!(kind(r), "tls", "{r}");
+        assert_eq!(r["attempts"], 1);
+    }
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{}",
+        recs[0]
+    );
+    let out = run(vec!["--insecure"], format!("https://{addr}/\n"))
+        .await
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(recs[0]["ok"], true, "{}", recs[0]);
+    assert_eq!(recs[0]["body"], "ok");
+}
