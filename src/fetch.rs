@@ -90,7 +90,8 @@ impl Outcome {
     }
 }
 
-/// The method a request is sent with (the retry policy depends on it).
+/// The method a request is sent with (the retry policy depends on it). Every request is a GET
+/// today; once `Request` carries a method, return it here and retries follow the policy.
 pub(crate) fn method(_request: &Request) -> Method {
     Method::GET
 }
