@@ -104,6 +104,12 @@ fn every_fault_is_one_record_of_the_right_kind() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    eprintln!(
+        "{} faults: peak RSS {} MiB, {:?}",
+        cases.len(),
+        out.max_rss_kib / 1024,
+        out.wall
+    );
 
     let r = |path: &str| by_url[server.url(path).as_str()];
     // The two timeouts say which one fired.
@@ -168,6 +174,10 @@ fn memory_stays_bounded_on_bombs_and_endless_bodies() {
     assert!(out.wall.as_secs_f64() < 10.0, "{:?}", out.wall);
     // Three bodies of at most 10 MiB each, plus the program: nowhere near the 1 GiB.
     let peak_mib = out.max_rss_kib / 1024;
+    eprintln!(
+        "bombs and endless body: peak RSS {peak_mib} MiB, {:?}",
+        out.wall
+    );
     assert!(
         peak_mib < 120,
         "peak RSS {peak_mib} MiB for a {BOMB_SIZE}-byte bomb"

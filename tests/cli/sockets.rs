@@ -66,6 +66,7 @@ fn concurrency_2000_with_no_connect_errors() {
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(out.status.code(), Some(0));
     let max = server.max_in_flight();
+    eprintln!("-c 2000: {n} ok, at most {max} in flight at once");
     assert!(max <= 2000, "{max}");
     assert!(
         max > 256,
