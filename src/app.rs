@@ -12,10 +12,11 @@ use std::time::Instant;
 use crate::cli::Cli;
 use crate::progress::{self, Progress};
 use crate::summary::Summary;
-use crate::{Error, Tally};
+use crate::{Error, Shutdown, Tally};
 
-/// Run the pipeline as the command line asks. The tally says whether every record was ok.
-pub async fn run(cli: &Cli) -> Result<Tally, Error> {
+/// Run the pipeline as the command line asks, stoppable through `shutdown`. The tally says
+/// whether every record was ok.
+pub async fn run(cli: &Cli, shutdown: &Shutdown) -> Result<Tally, Error> {
     let settings = cli.settings()?;
     let on_terminal = io::stderr().is_terminal() && !cli.quiet;
     let file = cli.file.clone().filter(|p| p.as_os_str() != "-");
@@ -55,18 +56,18 @@ pub async fn run(cli: &Cli) -> Result<Tally, Error> {
     let observe = {
         let progress = progress.clone();
         let summary = Arc::clone(&summary);
-        move |record: &crate::Record| {
+        Box::new(move |record: &crate::Record| {
             progress.observe(record);
             summary
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .observe(record);
-        }
+        })
     };
     let summary_path = settings.summary.clone();
-    let result = crate::run_observed(settings, source, sink, observe).await;
+    let result = crate::run_observed(settings, source, sink, shutdown, observe).await;
     progress.finish();
-    let (tally, _) = result?;
+    let tally = result?;
 
     let report = summary
         .lock()

@@ -1,7 +1,8 @@
 //! Settings: what a run is configured with, and where each value comes from.
 //!
 //! [`Options`] is the raw, partial form shared by the command line (clap) and the config file
-//! (TOML): every field is optional, so layers can be merged (`defaults < file < flags`).
+//! (TOML): every field is optional, so layers can be merged (`defaults < file < flags`, where
+//! clap has already put each flag over its `FETCHALL_*` environment variable).
 //! [`Settings`] is the resolved, complete form the pipeline takes; tests and library users
 //! build it directly. clap types stop here: nothing below this module sees them.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::record::BodyMode;
+use crate::retry::Policy;
 use crate::units::{ByteSize, HumanDuration, Rate};
 
 /// The default number of requests in flight (`--concurrency`).
@@ -24,6 +26,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default body size limit (`--max-body`).
 pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+/// The default read-idle timeout (`--read-timeout`): longest wait for the next bytes.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default time requests in flight get to finish after a stop signal (`--grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+pub use crate::retry::{
+    DEFAULT_MAX_RETRY_WAIT, DEFAULT_RETRIES, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP,
+};
 
 /// Run options as given on the command line or in a config file; `None` means "not given here".
 ///
@@ -46,7 +55,8 @@ pub struct Options {
     #[arg(long, value_name = "N", env = "FETCHALL_BURST")]
     pub burst: Option<NonZeroU32>,
 
-    /// Whole-request timeout, connect to last body byte (e.g. 30s, 500ms) [default: 30s]
+    /// Whole-request timeout of each attempt, connect to last body byte (e.g. 30s, 500ms)
+    /// [default: 30s]
     #[arg(long, value_name = "DURATION", env = "FETCHALL_TIMEOUT")]
     pub timeout: Option<HumanDuration>,
 
@@ -66,6 +76,55 @@ pub struct Options {
     /// User-Agent header [default: fetchall/<version>]
     #[arg(short = 'A', long, value_name = "TEXT", env = "FETCHALL_USER_AGENT")]
     pub user_agent: Option<String>,
+
+    /// Retries after a failed attempt (connect, timeout, cut-off body, 408/429/502/503/504)
+    /// [default: 2]
+    #[arg(long, value_name = "N", env = "FETCHALL_RETRIES")]
+    pub retries: Option<u32>,
+
+    /// First backoff ceiling; the wait before retry n is random in [0, min(cap, base*2^(n-1))]
+    /// [default: 250ms]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_RETRY_BASE")]
+    pub retry_base: Option<HumanDuration>,
+
+    /// Largest backoff ceiling [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_RETRY_CAP")]
+    pub retry_cap: Option<HumanDuration>,
+
+    /// Longest Retry-After honoured; a server asking for more fails the record, stating its
+    /// wait [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_MAX_RETRY_WAIT")]
+    pub max_retry_wait: Option<HumanDuration>,
+
+    /// Also retry 500 Internal Server Error [default: off]
+    #[arg(long, env = "FETCHALL_RETRY_500")]
+    #[serde(default)]
+    pub retry_500: bool,
+
+    /// Also retry non-idempotent methods (POST, PATCH) [default: off]
+    #[arg(long, env = "FETCHALL_RETRY_NON_IDEMPOTENT")]
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+
+    /// Read-idle timeout: longest wait for the next bytes of a response [default: 15s]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_READ_TIMEOUT")]
+    pub read_timeout: Option<HumanDuration>,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may finish before they are
+    /// cancelled [default: 5s]
+    #[arg(long, value_name = "DURATION", env = "FETCHALL_GRACE")]
+    pub grace: Option<HumanDuration>,
+
+    /// Skip input lines that have an ok record (same seq and url) in this earlier output
+    #[arg(long, value_name = "PREVIOUS.jsonl", env = "FETCHALL_RESUME")]
+    pub resume: Option<PathBuf>,
+
+    /// Do not verify TLS certificates: accept self-signed, expired or wrong-name certificates
+    /// (warns on stderr) [default: off]
+    #[arg(short = 'k', long, value_name = "BOOL", env = "FETCHALL_INSECURE",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
 
     /// HTTP method for every request (a spec line's "method" wins)
     /// [default: GET, or POST with --data/--json]
@@ -98,13 +157,8 @@ pub struct Options {
     #[arg(long, value_name = "N", env = "FETCHALL_MAX_REDIRECTS")]
     pub max_redirects: Option<u32>,
 
-    /// Accept any TLS certificate (self-signed, expired, wrong name) [default: false]
-    #[arg(short = 'k', long, value_name = "BOOL", env = "FETCHALL_INSECURE",
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub insecure: Option<bool>,
-
-    /// Send every request through this proxy (http:// or https://); NO_PROXY applies. Without it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured
+    /// Send every request through this proxy (http:// or https://); NO_PROXY applies. Without
+    /// it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured
     /// [default: from the environment]
     #[arg(short = 'x', long, value_name = "URL", env = "FETCHALL_PROXY")]
     pub proxy: Option<String>,
@@ -196,6 +250,16 @@ impl Options {
             body: over.body.or(self.body),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            retries: over.retries.or(self.retries),
+            retry_base: over.retry_base.or(self.retry_base),
+            retry_cap: over.retry_cap.or(self.retry_cap),
+            max_retry_wait: over.max_retry_wait.or(self.max_retry_wait),
+            retry_500: over.retry_500 || self.retry_500,
+            retry_non_idempotent: over.retry_non_idempotent || self.retry_non_idempotent,
+            read_timeout: over.read_timeout.or(self.read_timeout),
+            grace: over.grace.or(self.grace),
+            resume: over.resume.or(self.resume),
+            insecure: over.insecure.or(self.insecure),
             method: over.method.or(self.method),
             header: if over.header.is_empty() {
                 self.header
@@ -205,7 +269,6 @@ impl Options {
             data: over.data.or(self.data),
             json: over.json.or(self.json),
             max_redirects: over.max_redirects.or(self.max_redirects),
-            insecure: over.insecure.or(self.insecure),
             proxy: over.proxy.or(self.proxy),
             headers: over.headers.or(self.headers),
             save_dir: over.save_dir.or(self.save_dir),
@@ -236,13 +299,21 @@ pub struct Settings {
     pub body: BodyMode,
     pub max_body: u64,
     pub user_agent: String,
+    /// How failed attempts are retried.
+    pub retry: Policy,
+    /// Longest wait for the next bytes of a response.
+    pub read_timeout: Duration,
+    /// After a stop, how long requests in flight may finish before they are cancelled.
+    pub grace: Duration,
+    /// An earlier run's output: lines with an ok record there are skipped.
+    pub resume: Option<PathBuf>,
+    /// Accept any TLS certificate.
+    pub insecure: bool,
     /// Request defaults from the flags (`-X`, `-H`, `-d`, `--json`), as given; a spec line
     /// overrides them. Checked when the run starts (a bad one stops it with a usage error).
     pub request: RequestOptions,
     /// Redirects followed at most; 0 does not follow.
     pub max_redirects: u32,
-    /// Accept any TLS certificate.
-    pub insecure: bool,
     /// Proxy for every request; `None` uses the proxy environment variables.
     pub proxy: Option<String>,
     /// Put response headers in each record.
@@ -280,9 +351,20 @@ impl Default for Settings {
             body: BodyMode::Auto,
             max_body: DEFAULT_MAX_BODY,
             user_agent: default_user_agent(),
+            retry: Policy {
+                retries: DEFAULT_RETRIES,
+                base: DEFAULT_RETRY_BASE,
+                cap: DEFAULT_RETRY_CAP,
+                max_wait: DEFAULT_MAX_RETRY_WAIT,
+                retry_500: false,
+                non_idempotent: false,
+            },
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            grace: DEFAULT_GRACE,
+            resume: None,
+            insecure: false,
             request: RequestOptions::default(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
-            insecure: false,
             proxy: None,
             response_headers: false,
             save_dir: None,
@@ -311,6 +393,18 @@ impl Settings {
             body: o.body.unwrap_or(d.body),
             max_body: o.max_body.map_or(d.max_body, |s| s.0),
             user_agent: o.user_agent.unwrap_or(d.user_agent),
+            retry: Policy {
+                retries: o.retries.unwrap_or(d.retry.retries),
+                base: o.retry_base.map_or(d.retry.base, |t| t.0),
+                cap: o.retry_cap.map_or(d.retry.cap, |t| t.0),
+                max_wait: o.max_retry_wait.map_or(d.retry.max_wait, |t| t.0),
+                retry_500: o.retry_500,
+                non_idempotent: o.retry_non_idempotent,
+            },
+            read_timeout: o.read_timeout.map_or(d.read_timeout, |t| t.0),
+            grace: o.grace.map_or(d.grace, |t| t.0),
+            resume: o.resume,
+            insecure: o.insecure.unwrap_or(d.insecure),
             request: RequestOptions {
                 method: o.method,
                 headers: o.header,
@@ -318,7 +412,6 @@ impl Settings {
                 json: o.json,
             },
             max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
-            insecure: o.insecure.unwrap_or(d.insecure),
             proxy: o.proxy,
             response_headers: o.headers.unwrap_or(d.response_headers),
             save_dir: o.save_dir,
@@ -334,6 +427,7 @@ impl Settings {
     /// of `config/fetchall.toml`. `fetchall config` prints this.
     pub fn to_toml_values(&self) -> Vec<(&'static str, Option<String>)> {
         let s = |v: &str| toml::Value::String(v.to_owned()).to_string();
+        let d = |v: Duration| s(&HumanDuration(v).to_string());
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
         let list = |items: Vec<String>| {
             format!(
@@ -348,20 +442,29 @@ impl Settings {
                 Some(list(self.rates.iter().map(Rate::to_string).collect())),
             ),
             ("burst", Some(self.burst.to_string())),
-            ("timeout", Some(s(&HumanDuration(self.timeout).to_string()))),
-            (
-                "connect-timeout",
-                Some(s(&HumanDuration(self.connect_timeout).to_string())),
-            ),
+            ("timeout", Some(d(self.timeout))),
+            ("connect-timeout", Some(d(self.connect_timeout))),
             ("body", Some(s(self.body.as_str()))),
             ("max-body", Some(s(&ByteSize(self.max_body).to_string()))),
             ("user-agent", Some(s(&self.user_agent))),
+            ("retries", Some(self.retry.retries.to_string())),
+            ("retry-base", Some(d(self.retry.base))),
+            ("retry-cap", Some(d(self.retry.cap))),
+            ("max-retry-wait", Some(d(self.retry.max_wait))),
+            ("retry-500", Some(self.retry.retry_500.to_string())),
+            (
+                "retry-non-idempotent",
+                Some(self.retry.non_idempotent.to_string()),
+            ),
+            ("read-timeout", Some(d(self.read_timeout))),
+            ("grace", Some(d(self.grace))),
+            ("resume", path(&self.resume)),
+            ("insecure", Some(self.insecure.to_string())),
             ("method", self.request.method.as_deref().map(s)),
             ("header", Some(list(self.request.headers.clone()))),
             ("data", self.request.data.as_deref().map(s)),
             ("json", self.request.json.as_deref().map(s)),
             ("max-redirects", Some(self.max_redirects.to_string())),
-            ("insecure", Some(self.insecure.to_string())),
             ("proxy", self.proxy.as_deref().map(s)),
             ("headers", Some(self.response_headers.to_string())),
             ("save-dir", path(&self.save_dir)),

@@ -21,6 +21,10 @@ use crate::record::ErrorKind;
 /// read and dropped so memory stays bounded whatever the input.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// The `url` of an `invalid_spec` record whose line names no URL (the line itself is not
+/// echoed: it may carry credentials in its headers).
+pub const SPEC_WITHOUT_URL: &str = "{...}";
+
 /// How much of a bad line is echoed back in its record's `url` field.
 const ECHO_BYTES: usize = 512;
 
@@ -162,12 +166,11 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
     if text.starts_with('{') {
         return Some(crate::request::parse_spec(text).map_err(|e| {
             InvalidLine {
-                text: e
-                    .url
-                    .unwrap_or_else(|| text.to_owned())
-                    .chars()
-                    .take(ECHO_BYTES)
-                    .collect(),
+                // The spec's url, never the whole line: its headers may carry credentials.
+                text: match &e.url {
+                    Some(url) => masked(url).chars().take(ECHO_BYTES).collect(),
+                    None => SPEC_WITHOUT_URL.to_owned(),
+                },
                 reason: e.message,
                 kind: if e.invalid_url {
                     ErrorKind::InvalidUrl
@@ -182,12 +185,23 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
         parse_url(text)
             .map(Request::get)
             .map_err(|reason| InvalidLine {
-                text: text.chars().take(ECHO_BYTES).collect(),
+                text: masked(text).chars().take(ECHO_BYTES).collect(),
                 reason,
                 kind: ErrorKind::InvalidUrl,
                 id: None,
             }),
     )
+}
+
+/// A refused line as echoed in its record: if it parses as a URL of any scheme
+/// (`ftp://user:pw@host/`), its credentials are masked like a fetched URL's.
+fn masked(text: &str) -> std::borrow::Cow<'_, str> {
+    match Url::parse(text) {
+        Ok(url) if url.password().is_some() || !url.username().is_empty() => {
+            crate::fetch::display_url(&url).into()
+        }
+        _ => text.into(),
+    }
 }
 
 /// An absolute `http` or `https` URL with a host, or why not.
@@ -231,6 +245,14 @@ mod tests {
         assert_eq!(got[0], Ok("http://a.test/x".to_owned()));
         assert!(got[1].as_ref().unwrap_err().contains("scheme"));
         assert!(got[2].as_ref().unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn refused_lines_mask_credentials() {
+        let Some(Err(bad)) = parse_line(b"ftp://user:hunter22@example.test/x", true) else {
+            panic!("ftp is refused");
+        };
+        assert_eq!(bad.text, "ftp://user:****@example.test/x");
     }
 
     #[tokio::test]

@@ -34,8 +34,11 @@ pub mod record;
 mod reorder;
 pub mod request;
 pub mod resolve;
+pub mod resume;
+pub mod retry;
 pub mod save;
 mod scheduler;
+pub mod shutdown;
 pub mod summary;
 pub mod units;
 
@@ -44,13 +47,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Options, Settings};
 pub use input::Source;
 pub use output::Tally;
 pub use record::{ErrorKind, Record};
+pub use shutdown::Shutdown;
 
 /// How many parsed input lines wait ahead of the scheduler.
 const JOB_QUEUE: usize = 1024;
@@ -70,8 +75,13 @@ pub enum Error {
     Write(io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Header(String),
+    #[error("cannot read --resume {}: {source}", path.display())]
+    Resume { path: PathBuf, source: io::Error },
     #[error("fetchall::start must be called from within a tokio runtime")]
     NoRuntime,
+    /// A request flag, `--save-dir`, `--output` or `--summary` that cannot be used.
     #[error("{0}")]
     Usage(String),
 }
@@ -83,7 +93,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// The next finished record, or `None` when every input line has its record.
+    /// The next finished record, or `None` when every input line has its record (or, after a
+    /// stop, when every started request has).
     pub async fn next(&mut self) -> Option<Record> {
         self.records.recv().await
     }
@@ -105,6 +116,17 @@ impl Run {
 
 /// Start fetching every line of `source` on the current tokio runtime.
 pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
+    start_with_cancel(settings, source, CancellationToken::new())
+}
+
+/// [`start`], stoppable: cancelling `stop` stops reading input and starting requests; requests
+/// in flight get `settings.grace` to finish, then end with `cancelled` records. Lines not
+/// started by then get no record. The run then ends as usual (`next()` returns `None`).
+pub fn start_with_cancel(
+    settings: Settings,
+    source: Source,
+    stop: CancellationToken,
+) -> Result<Run, Error> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::NoRuntime);
     }
@@ -114,27 +136,69 @@ pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
             Error::Usage(format!("--save-dir: cannot create {}: {e}", dir.display()))
         })?;
     }
-    let client = fetch::client(&settings)
-        .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {}", chain(&e))))?;
+    let client = fetch::client(&settings)?;
+    let done = match &settings.resume {
+        Some(path) => Some(resume::Done::load(path).map_err(|source| Error::Resume {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     let gate = limit::Gate::new(settings.concurrency, &settings.rates, settings.burst);
     let window = settings
         .ordered
-        .then(|| reorder::Window::new(reorder::window_size(settings.concurrency)));
+        .then(|| reorder::window(reorder::window_size(settings.concurrency)));
+    let hard = CancellationToken::new();
+    let alive = Arc::new(Semaphore::new(
+        settings
+            .concurrency
+            .get()
+            .saturating_mul(scheduler::ALIVE_PER_SLOT),
+    ));
+    // The grace timer: `--grace` after a stop, cancel what is still in flight. It also ends
+    // when the run does (the context's drop guard cancels `hard`), so it never lingers.
+    {
+        let (stop, hard, grace) = (stop.clone(), hard.clone(), settings.grace);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(grace) => hard.cancel(),
+                        () = hard.cancelled() => {}
+                    }
+                }
+                () = hard.cancelled() => {}
+            }
+        });
+    }
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
         gate,
         start: Instant::now(),
+        done,
+        stop: stop.clone(),
+        hard: hard.clone(),
+        alive,
+        _finished: hard.drop_guard(),
         template,
-        window: window.clone(),
     });
     let (job_tx, job_rx) = mpsc::channel(JOB_QUEUE);
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
-    let reader = tokio::spawn(input::read_jobs(source, job_tx));
-    tokio::spawn(scheduler::dispatch(ctx, job_rx, record_tx));
-    if let Some(window) = window {
+    // Stopping ends the reader wherever it waits (on the input or on a full queue): lines
+    // not read yet are left unread.
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => Ok(()),
+            read = input::read_jobs(source, job_tx) => read,
+        }
+    });
+    let (order, order_rx) = window.unzip();
+    tokio::spawn(scheduler::dispatch(ctx, job_rx, record_tx, order));
+    if let Some(order_rx) = order_rx {
         let (ordered_tx, ordered_rx) = mpsc::channel(RECORD_QUEUE);
-        tokio::spawn(reorder::reorder(record_rx, ordered_tx, window));
+        tokio::spawn(reorder::reorder(record_rx, order_rx, ordered_tx));
         record_rx = ordered_rx;
     }
     Ok(Run {
@@ -143,53 +207,48 @@ pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
     })
 }
 
-/// The error and its causes on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
-}
-
 /// Run the whole pipeline and write every record as a JSON line to `sink`.
 pub async fn run<W: Write + Send + 'static>(
     settings: Settings,
     source: Source,
     sink: W,
 ) -> Result<Tally, Error> {
-    run_observed(settings, source, sink, |_: &Record| {})
-        .await
-        .map(|(tally, _)| tally)
+    run_with_shutdown(settings, source, sink, &Shutdown::new()).await
 }
 
-/// [`run`], calling `observe` with every record as it is written (on the writer's thread):
-/// the progress line and the summary watch the run this way. `observe` is handed back.
-pub async fn run_observed<W, F>(
+/// [`run`], stoppable through `shutdown` (its token, or the signals it listens for).
+pub async fn run_with_shutdown<W: Write + Send + 'static>(
     settings: Settings,
     source: Source,
     sink: W,
-    observe: F,
-) -> Result<(Tally, F), Error>
-where
-    W: Write + Send + 'static,
-    F: FnMut(&Record) + Send + 'static,
-{
-    let (records, reader) = start(settings, source)?.into_parts();
-    let (written, observe) = output::spawn_writer(records, sink, observe)
+    shutdown: &Shutdown,
+) -> Result<Tally, Error> {
+    run_observed(settings, source, sink, shutdown, Box::new(|_: &Record| {})).await
+}
+
+/// [`run_with_shutdown`], calling `observe` with every record once it is written (on the
+/// writer's thread): the progress line and the summary watch the run this way.
+pub async fn run_observed<W: Write + Send + 'static>(
+    settings: Settings,
+    source: Source,
+    sink: W,
+    shutdown: &Shutdown,
+    observe: output::Observer,
+) -> Result<Tally, Error> {
+    let (records, reader) = start_with_cancel(settings, source, shutdown.token())?.into_parts();
+    let (written, handle) = output::spawn_writer_observed(records, sink, observe);
+    shutdown.set_sink(handle);
+    let written = written
         .await
-        .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?;
-    let written = written.map_err(Error::Write)?;
+        .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?
+        .map_err(Error::Write)?;
     if written.reader_gone {
         // Nobody reads any more: the input's fate no longer matters.
         reader.abort();
-        return Ok((written, observe));
+        return Ok(written);
     }
     match reader.await {
-        Ok(Ok(())) => Ok((written, observe)),
+        Ok(Ok(())) => Ok(written),
         Ok(Err(e)) => Err(Error::Read(e)),
         Err(e) => Err(Error::Read(io::Error::other(e))),
     }

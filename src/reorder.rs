@@ -1,19 +1,21 @@
 //! Reordering (`--ordered`): records leave in input order, through a buffer with a hard bound.
 //!
-//! The bound is a window of seqs: the dispatcher takes one [`Window`] permit per job *before*
-//! the job may start, and the reorder stage gives a permit back each time it emits a record.
-//! So at most `size` jobs are between "started" and "emitted", and they are consecutive seqs
-//! from the oldest one not yet emitted: the buffer can never hold more than `size` records.
-//! When one slow request holds the oldest seq, the others finish and wait in the buffer; once
-//! it is full, no new request starts until the slow one ends (by its response or its
-//! `--timeout`). Ordered output trades throughput for order, never memory. This module does
-//! not fetch or write.
+//! The dispatcher puts the seq of every job that will get a record into a bounded queue (the
+//! [`Order`]) *before* the job may start; the reorder stage takes the next seq from that queue
+//! only when it emits that seq's record. So at most `size` jobs are between "started" and
+//! "emitted", in input order from the oldest not yet emitted: the buffer can never hold more
+//! than `size` records. When one slow request holds the oldest place, the others finish and
+//! wait in the buffer; once it is full, no new request starts until the slow one ends (by its
+//! response or its `--timeout`). Ordered output trades throughput for order, never memory.
+//!
+//! The queue, not a dense count of seqs, says what comes next, so lines that get no record
+//! (skipped by `--resume`, or never started because the run was stopped) cannot stall it.
+//! This module does not fetch or write.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::record::Record;
 
@@ -23,40 +25,48 @@ pub fn window_size(concurrency: NonZeroUsize) -> usize {
     concurrency.get().saturating_mul(2)
 }
 
-/// The admission side of the reorder buffer, shared by the dispatcher and the reorder stage.
-#[derive(Clone)]
-pub struct Window(Arc<Semaphore>);
+/// The dispatcher's side: places in the output order.
+pub struct Order(mpsc::Sender<u64>);
 
-impl Window {
-    pub fn new(size: usize) -> Window {
-        Window(Arc::new(Semaphore::new(size.max(1))))
-    }
-
-    /// Wait until the job with the next seq may enter the window.
-    pub async fn enter(&self) {
-        if let Ok(permit) = self.0.acquire().await {
-            // Given back by `reorder` when this seq is emitted, not when the permit drops.
-            permit.forget();
-        }
+impl Order {
+    /// Wait for a place in the window; `None` when the reorder stage is gone (nobody reads).
+    pub async fn reserve(&self) -> Option<mpsc::Permit<'_, u64>> {
+        self.0.reserve().await.ok()
     }
 }
 
-/// Pass records from `input` to `output` in seq order (seqs start at 0, each arrives once).
+/// A window of `size` places (at least 2): the dispatcher's [`Order`] and the queue
+/// [`reorder`] reads. One place is the seq the stage waits for, the rest sit in the queue.
+pub fn window(size: usize) -> (Order, mpsc::Receiver<u64>) {
+    let (tx, rx) = mpsc::channel(size.max(2) - 1);
+    (Order(tx), rx)
+}
+
+/// Pass records from `input` to `output` in the order the dispatcher gave in `order`.
 pub async fn reorder(
     mut input: mpsc::Receiver<Record>,
+    mut order: mpsc::Receiver<u64>,
     output: mpsc::Sender<Record>,
-    window: Window,
 ) {
     let mut waiting: BTreeMap<u64, Record> = BTreeMap::new();
-    let mut next = 0u64;
+    // The seq to emit next, once taken from the queue.
+    let mut next: Option<u64> = None;
     while let Some(record) = input.recv().await {
         waiting.insert(record.seq, record);
-        while let Some(record) = waiting.remove(&next) {
+        loop {
+            // A record's seq is queued before its job starts, so for every record received
+            // the queue already holds its seq (or `next` is it): try_recv never misses one.
+            if next.is_none() {
+                next = order.try_recv().ok();
+            }
+            let Some(seq) = next else { break };
+            let Some(record) = waiting.remove(&seq) else {
+                break;
+            };
             if output.send(record).await.is_err() {
                 return;
             }
-            next += 1;
-            window.0.add_permits(1);
+            next = None;
         }
     }
     // Only reachable with records missing (a task that died): emit the rest, still in order.

@@ -165,11 +165,8 @@ pub fn parse_header_line(line: &str) -> Result<(HeaderName, HeaderValue), String
 fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))?;
-    if value.contains(['\r', '\n']) {
-        return Err(format!("the value of {name} contains a line break"));
-    }
-    let value = HeaderValue::from_str(value)
-        .map_err(|_| format!("the value of {name} has a control character"))?;
+    // The one check every user-supplied header value goes through (CR/LF, control chars).
+    let value = crate::fetch::header_value(name.as_str(), value).map_err(|e| e.to_string())?;
     Ok((name, value))
 }
 
@@ -208,8 +205,14 @@ pub fn parse_spec(text: &str) -> Result<Request, SpecError> {
         url: None,
         id: None,
     };
-    let spec: Spec =
-        serde_json::from_str(text).map_err(|e| fail(format!("not a valid request spec: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+    // Keep the url for the error record if the rest of the spec is wrong.
+    let url = value.get("url").and_then(Value::as_str).map(str::to_owned);
+    let spec: Spec = serde_json::from_value(value).map_err(|e| SpecError {
+        url,
+        ..fail(format!("not a valid request spec: {e}"))
+    })?;
     let id = match spec.id {
         None => None,
         Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),

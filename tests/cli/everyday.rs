@@ -360,73 +360,17 @@ fn ordered_output_is_in_input_order_and_bounded() {
     );
 }
 
-/// A one-route HTTPS server on loopback with a self-signed certificate: answers every request
-/// with 200 "secure". Returns its port.
-fn self_signed_https_server() -> u16 {
-    use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let _ = tls
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nsecure")
-                        .await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-    });
-    port
-}
-
-#[test]
-fn insecure_accepts_a_self_signed_certificate() {
-    let port = self_signed_https_server();
-    let url = format!("https://localhost:{port}/");
-    let r = one(&[], &url);
-    assert_eq!(kind(&r), "tls", "{r}");
-    let r = one(&["-k"], &url);
-    assert_eq!(
-        (r["ok"].as_bool(), r["body"].as_str()),
-        (Some(true), Some("secure")),
-        "{r}"
-    );
-    let r = one(&["--insecure=false"], &url);
+/// `-k` is `--insecure` (the TLS server is the security tests' self-signed one), and
+/// `--insecure=false` overrides a config file or environment that turned it on.
+#[tokio::test]
+async fn insecure_short_flag_and_explicit_false() {
+    let addr = crate::security::self_signed_server().await;
+    let url = format!("https://{addr}/");
+    let check = |args: &'static [&'static str], url: String| {
+        tokio::task::spawn_blocking(move || one(args, &url))
+    };
+    let r = check(&["-k"], url.clone()).await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let r = check(&["--insecure=false"], url.clone()).await.unwrap();
     assert_eq!(kind(&r), "tls", "{r}");
 }

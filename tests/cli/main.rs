@@ -4,8 +4,15 @@
 mod binary;
 mod cookbook;
 mod everyday;
+mod fault_server;
+mod faults;
 mod library;
 mod limits;
+mod properties;
+mod retries;
+mod security;
 mod server;
 mod shell;
+mod signals;
+mod sockets;
 mod support;
