@@ -55,7 +55,8 @@ pub enum Command {
     /// needed): overlapping waits, a semaphore, and failures as data
     Demo,
     /// Print the effective configuration as TOML, each value with where it came from
-    /// (default, config file, FETCHALL_* environment variable, flag); takes the same options
+    /// (default, config file, FETCHALL_* environment variable, flag); takes the same options.
+    /// Authorization, Proxy-Authorization and Cookie header values show as ****
     Config {
         /// The config file to read [default: $XDG_CONFIG_HOME/fetchall/config.toml if it exists]
         #[arg(long, value_name = "PATH", env = "FETCHALL_CONFIG")]

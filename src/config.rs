@@ -461,7 +461,16 @@ impl Settings {
             ("resume", path(&self.resume)),
             ("insecure", Some(self.insecure.to_string())),
             ("method", self.request.method.as_deref().map(s)),
-            ("header", Some(list(self.request.headers.clone()))),
+            (
+                "header",
+                Some(list(
+                    self.request
+                        .headers
+                        .iter()
+                        .map(|h| mask_header(h))
+                        .collect(),
+                )),
+            ),
             ("data", self.request.data.as_deref().map(s)),
             ("json", self.request.json.as_deref().map(s)),
             ("max-redirects", Some(self.max_redirects.to_string())),
@@ -472,6 +481,20 @@ impl Settings {
             ("ordered", Some(self.ordered.to_string())),
             ("summary", path(&self.summary)),
         ]
+    }
+}
+
+/// A `Name: value` header as `fetchall config` shows it: credentials (Authorization,
+/// Proxy-Authorization, Cookie) as `****`, so the output can be pasted into an issue.
+fn mask_header(header: &str) -> String {
+    match header.split_once(':') {
+        Some((name, _))
+            if ["authorization", "proxy-authorization", "cookie"]
+                .contains(&name.trim().to_ascii_lowercase().as_str()) =>
+        {
+            format!("{}: ****", name.trim())
+        }
+        _ => header.to_owned(),
     }
 }
 

@@ -374,3 +374,42 @@ async fn insecure_short_flag_and_explicit_false() {
     let r = check(&["--insecure=false"], url.clone()).await.unwrap();
     assert_eq!(kind(&r), "tls", "{r}");
 }
+
+/// `--ordered` with `--resume`: skipped lines get no record and must not stall the order.
+#[test]
+fn ordered_output_survives_resumed_gaps() {
+    let server = Server::start_in_background();
+    let dir = temp_dir("ordered-resume");
+    let urls: Vec<String> = (0..40).map(|i| server.url(&format!("/item/{i}"))).collect();
+    let input = urls.join("\n");
+    // An earlier run that got every third line.
+    let previous: String = (0..40)
+        .filter(|i| i % 3 == 0)
+        .map(|i| {
+            format!(
+                "{{\"seq\":{i},\"line\":{},\"url\":\"{}\",\"ok\":true,\"status\":200}}\n",
+                i + 1,
+                urls[i]
+            )
+        })
+        .collect();
+    let prev = dir.join("previous.jsonl");
+    std::fs::write(&prev, previous).unwrap();
+    let out = run(
+        &["--ordered", "-c", "2", "--resume", prev.to_str().unwrap()],
+        &input,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seqs: Vec<u64> = records(&out.stdout)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (0..40).filter(|i| i % 3 != 0).collect();
+    assert_eq!(seqs, want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -59,6 +59,23 @@ fn precedence_defaults_file_environment_flags() {
 
     let env = [("FETCHALL_CONCURRENCY", "3"), ("FETCHALL_TIMEOUT", "7s")];
     let text = effective(&["--config", file_arg], &env);
+    let retries = effective(
+        &[],
+        &[("FETCHALL_RETRIES", "5"), ("FETCHALL_INSECURE", "1")],
+    );
+    assert_eq!(
+        line(&retries, "retries"),
+        "retries = 5  # environment FETCHALL_RETRIES"
+    );
+    assert_eq!(
+        line(&retries, "insecure"),
+        "insecure = true  # environment FETCHALL_INSECURE"
+    );
+    let secret = effective(&["-H", "Authorization: Bearer s3cret", "-H", "X-A: 1"], &[]);
+    assert_eq!(
+        line(&secret, "header"),
+        "header = [\"Authorization: ****\", \"X-A: 1\"]  # flag"
+    );
     assert_eq!(
         line(&text, "concurrency"),
         "concurrency = 3  # environment FETCHALL_CONCURRENCY"
