@@ -31,6 +31,19 @@ pub async fn run(cli: &Cli, shutdown: &Shutdown) -> Result<Tally, Error> {
             path: cli.file.clone().unwrap_or_else(|| "-".into()),
             source,
         })?;
+    if let Some(out) = &settings.output {
+        // Creating the output truncates it: never when it is the input or the --resume file.
+        for (what, other) in [("the input", &cli.file), ("--resume", &settings.resume)] {
+            if let Some(other) = other
+                && same_file(out, other)
+            {
+                return Err(Error::Usage(format!(
+                    "--output {} is {what}; writing would erase it",
+                    out.display()
+                )));
+            }
+        }
+    }
     let sink: Box<dyn Write + Send> = match &settings.output {
         Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
             Error::Usage(format!("--output: cannot create {}: {e}", path.display()))
@@ -84,4 +97,12 @@ pub async fn run(cli: &Cli, shutdown: &Shutdown) -> Result<Tally, Error> {
         let _ = write!(io::stderr(), "{report}");
     }
     Ok(tally)
+}
+
+/// Whether two paths name one existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
