@@ -333,15 +333,19 @@ fn output_file_and_summary_file() {
     // -o never truncates the input or the --resume file.
     let input_file = dir.join("urls.txt");
     std::fs::write(&input_file, server.url("/ok")).unwrap();
-    let i = input_file.to_str().unwrap();
-    for args in [vec![i, "-o", i], vec![i, "--resume", i, "-o", i]] {
+    let prev_file = dir.join("previous.jsonl");
+    std::fs::write(&prev_file, "").unwrap();
+    let (i, p) = (input_file.to_str().unwrap(), prev_file.to_str().unwrap());
+    for args in [vec![i, "-o", i], vec![i, "--resume", p, "-o", p]] {
         let out = run(&args, "");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert_eq!(
-            std::fs::read_to_string(&input_file).unwrap(),
-            server.url("/ok")
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("would erase"), "{err}");
     }
+    assert_eq!(
+        std::fs::read_to_string(&input_file).unwrap(),
+        server.url("/ok")
+    );
     assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
     assert!(l["p99"].as_f64().unwrap() <= l["max"].as_f64().unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
