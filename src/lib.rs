@@ -86,7 +86,7 @@ pub enum Error {
     Usage(String),
 }
 
-/// A running pipeline: records arrive in completion order.
+/// A running pipeline: records arrive in completion order (input order with `settings.ordered`).
 pub struct Run {
     records: mpsc::Receiver<Record>,
     reader: JoinHandle<io::Result<()>>,
