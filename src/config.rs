@@ -16,8 +16,8 @@ use crate::units::{ByteSize, HumanDuration, Rate};
 
 /// The default number of requests in flight (`--concurrency`).
 pub const DEFAULT_CONCURRENCY: usize = 50;
-/// The default burst of every rate limit (`--burst`): strictly spaced requests.
-pub const DEFAULT_BURST: u32 = 1;
+/// The default lookahead (`--lookahead`): jobs held waiting for their host's turn.
+pub const DEFAULT_LOOKAHEAD: usize = 10_000;
 /// The default whole-request timeout (`--timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default connect timeout (`--connect-timeout`).
@@ -42,7 +42,9 @@ pub struct Options {
     #[serde(default, deserialize_with = "one_or_many")]
     pub rate: Vec<Rate>,
 
-    /// Requests a rate limit lets through back to back after an idle spell [default: 1]
+    /// Requests a rate limit lets through back to back after an idle spell, for every quota
+    /// [default: auto: 1 below 50/s, else 20 ms worth of requests, so late timer wake-ups do
+    /// not lower the mean rate; see docs/rate-limiting.md]
     #[arg(long, value_name = "N")]
     pub burst: Option<NonZeroU32>,
 
@@ -66,6 +68,27 @@ pub struct Options {
     /// User-Agent header [default: fetchall/<version>]
     #[arg(short = 'A', long, value_name = "TEXT")]
     pub user_agent: Option<String>,
+
+    /// Most requests in flight at once to one host (scheme + host + port) [default: unlimited]
+    #[arg(long, value_name = "N")]
+    pub per_host_concurrency: Option<NonZeroUsize>,
+
+    /// Rate limit for request starts per host (scheme + host + port): N/s, N/m or N/h.
+    /// Repeat to stack quotas; all apply, together with --rate [default: unlimited]
+    #[arg(long, value_name = "RATE")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub per_host_rate: Vec<Rate>,
+
+    /// Adapt each host's rate: a 429 halves it, each success raises it by 0.05/s, up to
+    /// --per-host-rate (or --rate); records get `host_rate` [default: off]
+    #[arg(long)]
+    #[serde(default)]
+    pub adaptive: bool,
+
+    /// Most jobs held waiting for their host's turn (a slow host's queue, over all hosts);
+    /// when full, reading input pauses [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub lookahead: Option<NonZeroUsize>,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rate>, D::Error> {
@@ -123,6 +146,14 @@ impl Options {
             body: over.body.or(self.body),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            per_host_concurrency: over.per_host_concurrency.or(self.per_host_concurrency),
+            per_host_rate: if over.per_host_rate.is_empty() {
+                self.per_host_rate
+            } else {
+                over.per_host_rate
+            },
+            adaptive: over.adaptive || self.adaptive,
+            lookahead: over.lookahead.or(self.lookahead),
         }
     }
 }
@@ -141,12 +172,21 @@ pub struct Settings {
     pub concurrency: NonZeroUsize,
     /// Stacked rate limits on request starts; empty means unlimited.
     pub rates: Vec<Rate>,
-    pub burst: NonZeroU32,
+    /// The burst of every quota; `None` picks one per quota (see `gcra::auto_burst`).
+    pub burst: Option<NonZeroU32>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub body: BodyMode,
     pub max_body: u64,
     pub user_agent: String,
+    /// Most requests in flight per host; `None` means no per-host cap.
+    pub per_host_concurrency: Option<NonZeroUsize>,
+    /// Stacked rate limits per host; empty means none.
+    pub per_host_rates: Vec<Rate>,
+    /// AIMD per host on 429 responses.
+    pub adaptive: bool,
+    /// Most jobs held waiting for admission.
+    pub lookahead: NonZeroUsize,
 }
 
 impl Default for Settings {
@@ -154,12 +194,16 @@ impl Default for Settings {
         Settings {
             concurrency: NonZeroUsize::new(DEFAULT_CONCURRENCY).expect("non-zero constant"),
             rates: Vec::new(),
-            burst: NonZeroU32::new(DEFAULT_BURST).expect("non-zero constant"),
+            burst: None,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             body: BodyMode::Auto,
             max_body: DEFAULT_MAX_BODY,
             user_agent: default_user_agent(),
+            per_host_concurrency: None,
+            per_host_rates: Vec::new(),
+            adaptive: false,
+            lookahead: NonZeroUsize::new(DEFAULT_LOOKAHEAD).expect("non-zero constant"),
         }
     }
 }
@@ -176,12 +220,16 @@ impl Settings {
         Settings {
             concurrency: o.concurrency.unwrap_or(d.concurrency),
             rates: o.rate,
-            burst: o.burst.unwrap_or(d.burst),
+            burst: o.burst.or(d.burst),
             timeout: o.timeout.map_or(d.timeout, |t| t.0),
             connect_timeout: o.connect_timeout.map_or(d.connect_timeout, |t| t.0),
             body: o.body.unwrap_or(d.body),
             max_body: o.max_body.map_or(d.max_body, |s| s.0),
             user_agent: o.user_agent.unwrap_or(d.user_agent),
+            per_host_concurrency: o.per_host_concurrency,
+            per_host_rates: o.per_host_rate,
+            adaptive: o.adaptive,
+            lookahead: o.lookahead.unwrap_or(d.lookahead),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 
 use crate::config::Settings;
 use crate::input::Request;
@@ -35,6 +35,8 @@ struct Outcome {
     body: Option<Vec<u8>>,
     bytes: Option<u64>,
     error: Option<RecordError>,
+    /// The response's `Retry-After` header, for host pushback.
+    retry_after: Option<String>,
 }
 
 /// Fetch `request` and describe it. `run_start` anchors `started_ms`.
@@ -46,15 +48,31 @@ pub async fn fetch(
     line: u64,
     request: &Request,
 ) -> Record {
+    fetch_with_retry_after(client, settings, run_start, seq, line, request)
+        .await
+        .0
+}
+
+/// [`fetch`], also returning the response's `Retry-After` header (the gate pauses a host
+/// that answers 429 or 503 with one).
+pub async fn fetch_with_retry_after(
+    client: &reqwest::Client,
+    settings: &Settings,
+    run_start: Instant,
+    seq: u64,
+    line: u64,
+    request: &Request,
+) -> (Record, Option<String>) {
     let started = Instant::now();
-    let outcome = attempt(client, settings, request).await;
+    let mut outcome = attempt(client, settings, request).await;
+    let retry_after = outcome.retry_after.take();
     let elapsed = started.elapsed();
     let body = outcome
         .body
         .as_deref()
         .and_then(|b| encode_body(settings.body, outcome.content_type.as_deref(), b));
     let (body, body_encoding) = body.map_or((None, None), |(v, e)| (Some(v), Some(e)));
-    Record {
+    let record = Record {
         seq,
         line,
         url: display_url(&request.url),
@@ -67,7 +85,9 @@ pub async fn fetch(
         body,
         body_encoding,
         error: outcome.error,
-    }
+        host_rate: None,
+    };
+    (record, retry_after)
 }
 
 async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Request) -> Outcome {
@@ -77,6 +97,7 @@ async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Reques
         body: None,
         bytes: None,
         error: None,
+        retry_after: None,
     };
     let mut response = match client.get(request.url.clone()).send().await {
         Ok(r) => r,
@@ -90,6 +111,11 @@ async fn attempt(client: &reqwest::Client, settings: &Settings, request: &Reques
     outcome.content_type = response
         .headers()
         .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    outcome.retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
@@ -254,6 +280,6 @@ pub fn display_url(url: &url::Url) -> String {
     }
 }
 
-fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }

@@ -3,7 +3,7 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! input (lines -> jobs) -> scheduler (limit: slots + rate quotas) -> fetch -> record -> output
+//! input (lines -> jobs) -> scheduler (limit: per-host queues, slots, rate quotas) -> fetch -> record -> output
 //! ```
 //!
 //! The library runs on the caller's tokio runtime: [`start`] spawns the pipeline's tasks on the
@@ -25,9 +25,12 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fetch;
+pub mod gcra;
+pub mod host;
 pub mod input;
 pub mod limit;
 pub mod output;
+pub mod pushback;
 pub mod record;
 pub mod resolve;
 mod scheduler;
@@ -101,7 +104,7 @@ pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
         return Err(Error::NoRuntime);
     }
     let client = fetch::client(&settings)?;
-    let gate = limit::Gate::new(settings.concurrency, &settings.rates, settings.burst);
+    let gate = limit::Gate::new(limit::Limits::from_settings(&settings));
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,

@@ -37,6 +37,10 @@ pub struct Record {
     pub body_encoding: Option<BodyEncoding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RecordError>,
+    /// With `--adaptive`: the host's adaptive rate limit (requests per second) after this
+    /// response, while it limits the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rate: Option<f64>,
 }
 
 impl Record {
@@ -58,6 +62,7 @@ impl Record {
                 kind: ErrorKind::InvalidUrl,
                 message,
             }),
+            host_rate: None,
         }
     }
 }
