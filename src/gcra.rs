@@ -80,6 +80,12 @@ impl Gcra {
         self.tat.is_none_or(|tat| tat <= now)
     }
 
+    /// Make the next cell conform no earlier than `at` minus the tolerance (as if a cell had
+    /// been taken at `at - T`): after a cut, the next start is spaced by the new rate.
+    pub fn defer_to(&mut self, at: Instant) {
+        self.tat = Some(self.tat.map_or(at, |tat| tat.max(at)));
+    }
+
     /// Change the rate, keeping the schedule (the adaptive per-host rate). An automatic burst
     /// is recomputed for the new interval; an explicit one is kept.
     pub fn set_interval(&mut self, interval: Duration, burst: Option<NonZeroU32>) {

@@ -293,17 +293,23 @@ impl Gate {
         if changed {
             h.adaptive_quota = match (rate, h.adaptive_quota.take()) {
                 (None, _) => None,
-                (Some(r), Some(mut q)) => {
-                    q.set_interval(Duration::from_secs_f64(1.0 / r), burst);
+                (Some(r), q) => {
+                    let interval = Duration::from_secs_f64(1.0 / r);
+                    let mut q = q.unwrap_or_else(|| {
+                        let per_one = Rate {
+                            count: NonZeroU32::MIN,
+                            per: interval,
+                        };
+                        Gcra::new(per_one, burst)
+                    });
+                    q.set_interval(interval, burst);
+                    if status == Some(429) {
+                        // The next start comes a full new interval after the one that was
+                        // refused, not at once.
+                        q.defer_to(slot.granted_at + interval);
+                    }
                     Some(q)
                 }
-                (Some(r), None) => Some(Gcra::new(
-                    Rate {
-                        count: NonZeroU32::MIN,
-                        per: Duration::from_secs_f64(1.0 / r),
-                    },
-                    burst,
-                )),
             };
         }
         rate
@@ -440,10 +446,12 @@ impl State {
             }
         }
         let timed = self.timed.peek().map(|Reverse((at, p, _))| (*at, *p));
-        match (global_wait, timed) {
-            (Some(g), Some(t)) => Some(if t.0 < g.0 { t } else { g }),
-            (g, t) => g.or(t),
-        }
+        // Idle hosts are swept even when nothing else would wake the driver.
+        let sweep = (!self.hosts.is_empty()).then(|| (self.last_sweep + SWEEP_EVERY, false));
+        [global_wait, timed, sweep]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     /// Drop hosts whose state says nothing a fresh host's would not.
@@ -533,6 +541,51 @@ async fn drive(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            concurrency: NonZeroUsize::new(64).unwrap(),
+            rates: Vec::new(),
+            per_host_concurrency: NonZeroUsize::new(2),
+            per_host_rates: vec!["1000/s".parse().unwrap()],
+            burst: None,
+            adaptive: true,
+        }
+    }
+
+    /// Ten thousand distinct hosts come and go; once idle, none of them stays in memory.
+    #[tokio::test]
+    async fn idle_hosts_are_forgotten() {
+        let gate = Gate::new(limits());
+        for i in 0..10_000u32 {
+            let url = url::Url::parse(&format!("http://h{i}.test:{}/", 1000 + i % 50)).unwrap();
+            let slot = gate.admit(&HostKey::of(&url)).await;
+            drop(slot);
+        }
+        assert!(lock(&gate.shared).hosts.len() > 100);
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(300)).await;
+        assert_eq!(lock(&gate.shared).hosts.len(), 0);
+    }
+
+    /// Waiters of one host queue behind its cap; other hosts pass them.
+    #[tokio::test]
+    async fn a_capped_host_does_not_block_others() {
+        let gate = Gate::new(limits());
+        let a = HostKey::of(&url::Url::parse("http://a.test/").unwrap());
+        let b = HostKey::of(&url::Url::parse("http://b.test/").unwrap());
+        let _a1 = gate.admit(&a).await;
+        let _a2 = gate.admit(&a).await;
+        let a3 = gate.enqueue(&a);
+        let b1 = tokio::time::timeout(Duration::from_secs(1), gate.admit(&b)).await;
+        assert!(b1.is_ok(), "b waits behind a's cap");
+        let a3 = tokio::time::timeout(Duration::from_millis(100), a3.admitted()).await;
+        assert!(a3.is_err(), "a's third request passed its cap of 2");
     }
 }
 

@@ -4,5 +4,6 @@
 mod binary;
 mod library;
 mod limits;
+mod politeness;
 mod server;
 mod support;
