@@ -235,7 +235,7 @@ fn max_in_window(times: &[f64], w: f64) -> usize {
 fn svg(outcomes: &[&Outcome]) -> String {
     let (pw, ph, pad) = (220.0, 200.0, 40.0);
     let width = pad + outcomes.len() as f64 * (pw + pad);
-    let height = ph + 2.5 * pad;
+    let height = 2.0 * ph + 3.5 * pad;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -244,7 +244,7 @@ fn svg(outcomes: &[&Outcome]) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{pad}" y="16" font-size="13">Arrivals at the server over time (blue) vs target rate×t (dashed red); fetchall --rate R, default burst</text>"#
+        r#"<text x="{pad}" y="16" font-size="13">Top: arrivals at the server, cumulative (blue) vs target rate×t (dashed red). Bottom: arrivals per second in 40 bins (blue) vs the target rate (dashed red). fetchall --rate R, default burst.</text>"#
     );
     for (i, o) in outcomes.iter().enumerate() {
         let x0 = pad + i as f64 * (pw + pad);
@@ -317,10 +317,54 @@ fn svg(outcomes: &[&Outcome]) -> String {
             y0 + 10.0,
             o.arrivals.len()
         );
+
+        // Bottom panel: the rate in 40 bins, y from 0 to twice the target.
+        let y1 = y0 + ph + pad;
+        let bins = 40usize;
+        let width_s = t_max / bins as f64;
+        let mut counts = vec![0usize; bins];
+        for t in &o.arrivals {
+            counts[((t / width_s) as usize).min(bins - 1)] += 1;
+        }
+        let ry = |r: f64| y1 + ph - (r / (2.0 * o.rate)).min(1.0) * ph;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x0}" y="{y1}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##
+        );
+        let mut steps = String::new();
+        for (b, c) in counts.iter().enumerate() {
+            let r = *c as f64 / width_s;
+            let xa = x0 + b as f64 / bins as f64 * pw;
+            let xb = x0 + (b + 1) as f64 / bins as f64 * pw;
+            let _ = write!(steps, "{xa:.1},{:.1} {xb:.1},{:.1} ", ry(r), ry(r));
+        }
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{steps}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,4"/>"##,
+            ry(o.rate),
+            x0 + pw,
+            ry(o.rate)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text><text x="{}" y="{:.1}" text-anchor="end">{}</text><text x="{}" y="{:.1}" text-anchor="end">0</text>"#,
+            x0 - 3.0,
+            y1 + 10.0,
+            2.0 * o.rate,
+            x0 - 3.0,
+            ry(o.rate) + 4.0,
+            o.rate,
+            x0 - 3.0,
+            y1 + ph
+        );
     }
     let _ = writeln!(
         s,
-        r#"<text x="{pad}" y="{}">x: seconds since the first arrival; y: requests arrived (cumulative). Command: bench/rate.sh</text>"#,
+        r#"<text x="{pad}" y="{}">x: seconds since the first arrival. The first bin includes the initial burst. Command: bench/rate.sh</text>"#,
         height - 8.0
     );
     s.push_str("</svg>\n");
