@@ -324,7 +324,10 @@ impl Drop for Gate {
             let mut cut: Vec<_> = st
                 .hosts
                 .iter()
-                .filter_map(|(k, h)| Some((k.clone(), h.aimd.as_ref()?.rate()?)))
+                .filter_map(|(k, h)| {
+                    let aimd = h.aimd.as_ref().filter(|a| a.is_cut())?;
+                    Some((k.clone(), aimd.rate()?))
+                })
                 .collect();
             cut.sort_by(|a, b| a.0.cmp(&b.0));
             for (host, rate) in cut {
@@ -544,6 +547,21 @@ async fn drive(shared: Arc<Shared>) {
     }
 }
 
+/// Sleep until `deadline`. A tokio timer fires up to a millisecond or two late; when the
+/// quota cannot absorb that (`precise`), sleep until [`SPIN`] before and yield-spin the rest.
+async fn wait_until(deadline: Instant, precise: bool) {
+    if !precise {
+        tokio::time::sleep_until(deadline.into()).await;
+        return;
+    }
+    if let Some(early) = deadline.checked_sub(SPIN) {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,20 +604,5 @@ mod tests {
         assert!(b1.is_ok(), "b waits behind a's cap");
         let a3 = tokio::time::timeout(Duration::from_millis(100), a3.admitted()).await;
         assert!(a3.is_err(), "a's third request passed its cap of 2");
-    }
-}
-
-/// Sleep until `deadline`. A tokio timer fires up to a millisecond or two late; when the
-/// quota cannot absorb that (`precise`), sleep until [`SPIN`] before and yield-spin the rest.
-async fn wait_until(deadline: Instant, precise: bool) {
-    if !precise {
-        tokio::time::sleep_until(deadline.into()).await;
-        return;
-    }
-    if let Some(early) = deadline.checked_sub(SPIN) {
-        tokio::time::sleep_until(early.into()).await;
-    }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
     }
 }

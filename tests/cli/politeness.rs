@@ -373,3 +373,77 @@ fn adaptive_cuts_on_429_and_recovers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("adaptive rate cut to 5.00/s"), "{stderr}");
 }
+
+/// The case at scale: 1,000 URLs of one host interleaved with 1,000 URLs of 50 other
+/// hosts, every host limited to 10/s. The slow host needs 100 s; the others (20 URLs each)
+/// need 2 s and must get them, not the slow host's pace. The run is stopped once the others
+/// are done.
+#[test]
+fn a_thousand_slow_urls_do_not_hold_up_a_thousand_others() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (slow, others) = rt.block_on(async {
+        let slow = Server::start().await;
+        let mut others = Vec::new();
+        for _ in 0..50 {
+            others.push(Server::start().await);
+        }
+        (slow, others)
+    });
+    let mut input = String::new();
+    for i in 0..1000 {
+        input += &(slow.url(&format!("/item/{i}")) + "\n");
+        input += &(others[i % 50].url(&format!("/item/{i}")) + "\n");
+    }
+    let slow_prefix = slow.url("/");
+    let started = Instant::now();
+    let mut child = crate::support::fetchall()
+        .args(["--per-host-rate", "10/s", "-c", "64", "--body", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let (mut done_others, mut done_slow) = (0, 0);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let record: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        crate::support::validate(&record);
+        assert_eq!(record["ok"], true, "{record}");
+        if record["url"].as_str().unwrap().starts_with(&slow_prefix) {
+            done_slow += 1;
+        } else {
+            done_others += 1;
+            if done_others == 1000 {
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = writer.join();
+    assert_eq!(done_others, 1000);
+    // 2 s of work for the others (19 intervals of 100 ms per host); generous for a slow box.
+    assert!(
+        took < Duration::from_secs(6),
+        "the other hosts took {took:?}"
+    );
+    // And the slow host kept its own pace meanwhile: at most burst + 10/s.
+    let bound = 1.0 + 10.0 * took.as_secs_f64();
+    assert!(
+        f64::from(done_slow) <= bound,
+        "{done_slow} slow records in {took:?}"
+    );
+    drop(rt);
+}
