@@ -127,7 +127,8 @@ struct State {
     limits: Limits,
     global: Vec<Gcra>,
     in_flight: usize,
-    hosts: HashMap<HostKey, Host>,
+    /// Boxed so the table itself stays small when it grows and shrinks with host churn.
+    hosts: HashMap<HostKey, Box<Host>>,
     /// Hosts with waiters that may be able to start now, in round-robin order.
     ready: VecDeque<HostKey>,
     /// Hosts with waiters that must wait for their own quota or pause: (when, spin?, host).
@@ -147,6 +148,22 @@ struct Host {
     /// In `ready` or `timed` (exactly one of them).
     queued: bool,
     last_active: Instant,
+}
+
+impl Host {
+    /// Nothing queued or in flight, no pause, quotas full: the state of a fresh host, apart
+    /// from an adaptive rate.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.waiters.is_empty()
+            && self.in_flight == 0
+            && !self.queued
+            && self.paused_until.is_none_or(|p| p <= now)
+            && self
+                .quotas
+                .iter()
+                .chain(&self.adaptive_quota)
+                .all(|q| q.is_full(now))
+    }
 }
 
 struct Grant {
@@ -217,6 +234,17 @@ impl Gate {
         {
             let mut st = lock(&self.shared);
             let now = Instant::now();
+            if st.start_at_once(host, now) {
+                drop(st);
+                let slot = Slot {
+                    shared: Arc::clone(&self.shared),
+                    host: host.clone(),
+                    granted_at: now,
+                };
+                // The receiver is right here: the send cannot fail.
+                drop(tx.send(slot));
+                return Ticket(rx);
+            }
             let st = &mut *st;
             let h = st.host_mut(host, now);
             if front {
@@ -342,34 +370,74 @@ impl Drop for Gate {
 impl State {
     fn host_mut(&mut self, key: &HostKey, now: Instant) -> &mut Host {
         let limits = &self.limits;
-        self.hosts.entry(key.clone()).or_insert_with(|| Host {
-            quotas: limits
-                .per_host_rates
-                .iter()
-                .map(|r| Gcra::new(*r, limits.burst))
-                .collect(),
-            aimd: limits
-                .adaptive
-                .then(|| Aimd::new(limits.adaptive_ceiling())),
-            adaptive_quota: None,
-            in_flight: 0,
-            paused_until: None,
-            waiters: VecDeque::new(),
-            queued: false,
-            last_active: now,
+        self.hosts.entry(key.clone()).or_insert_with(|| {
+            Box::new(Host {
+                quotas: limits
+                    .per_host_rates
+                    .iter()
+                    .map(|r| Gcra::new(*r, limits.burst))
+                    .collect(),
+                aimd: limits
+                    .adaptive
+                    .then(|| Aimd::new(limits.adaptive_ceiling())),
+                adaptive_quota: None,
+                in_flight: 0,
+                paused_until: None,
+                waiters: VecDeque::new(),
+                queued: false,
+                last_active: now,
+            })
         })
     }
 
     fn release(&mut self, key: &HostKey) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(h) = self.hosts.get_mut(key) {
-            h.in_flight = h.in_flight.saturating_sub(1);
-            h.last_active = Instant::now();
-            if !h.waiters.is_empty() && !h.queued {
-                h.queued = true;
-                self.ready.push_back(key.clone());
-            }
+        let now = Instant::now();
+        let Some(h) = self.hosts.get_mut(key) else {
+            return;
+        };
+        h.in_flight = h.in_flight.saturating_sub(1);
+        h.last_active = now;
+        if !h.waiters.is_empty() && !h.queued {
+            h.queued = true;
+            self.ready.push_back(key.clone());
+        } else if h.is_idle(now) && !h.aimd.as_ref().is_some_and(Aimd::is_cut) {
+            // Forget it at once when nothing would be lost (no per-host quota, or full
+            // again): most hosts of a long list of distinct hosts leave here, not in a sweep.
+            self.hosts.remove(key);
         }
+    }
+
+    /// Start a request to `key` right now if nothing else is waiting and every limit allows
+    /// it (the common case without contention, which then skips a round trip through the
+    /// driver). Returns whether it did.
+    fn start_at_once(&mut self, key: &HostKey, now: Instant) -> bool {
+        if !self.ready.is_empty()
+            || self.in_flight >= self.limits.concurrency.get()
+            || not_ready(self.global.iter(), now).is_some()
+        {
+            return false;
+        }
+        let cap = self.limits.per_host_concurrency;
+        let h = self.host_mut(key, now);
+        let free = !h.queued
+            && h.waiters.is_empty()
+            && h.paused_until.is_none_or(|p| p <= now)
+            && cap.is_none_or(|c| h.in_flight < c.get())
+            && not_ready(h.quotas.iter().chain(&h.adaptive_quota), now).is_none();
+        if !free {
+            return false;
+        }
+        for q in h.quotas.iter_mut().chain(&mut h.adaptive_quota) {
+            q.take(now);
+        }
+        h.in_flight += 1;
+        h.last_active = now;
+        for q in self.global.iter_mut() {
+            q.take(now);
+        }
+        self.in_flight += 1;
+        true
     }
 
     /// Start everything that may start at `now`; return when to look again (and whether that
@@ -461,15 +529,7 @@ impl State {
     fn sweep(&mut self, now: Instant) {
         let before = self.hosts.len();
         self.hosts.retain(|key, h| {
-            let idle = h.waiters.is_empty()
-                && h.in_flight == 0
-                && !h.queued
-                && h.paused_until.is_none_or(|p| p <= now)
-                && h.quotas
-                    .iter()
-                    .chain(&h.adaptive_quota)
-                    .all(|q| q.is_full(now));
-            if !idle {
+            if !h.is_idle(now) {
                 return true;
             }
             if let Some(aimd) = &h.aimd
@@ -485,6 +545,12 @@ impl State {
             }
             false
         });
+        tracing::debug!(
+            "host sweep: {} kept, {} forgotten, {} queued",
+            self.hosts.len(),
+            before - self.hosts.len(),
+            self.ready.len() + self.timed.len()
+        );
         if self.hosts.len() < before && self.hosts.capacity() > 4 * self.hosts.len() + 64 {
             self.hosts.shrink_to_fit();
         }
