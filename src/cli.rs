@@ -13,7 +13,8 @@ use crate::config::{Options, Settings};
 /// Reads one URL per line from FILE (or stdin); blank lines and lines starting with `#` are
 /// skipped. Records go to stdout in completion order; logs go to stderr.
 ///
-/// Exit status: 0 every record ok, 1 some record failed, 2 usage or fatal error.
+/// Exit status: 0 every record ok, 1 some record failed, 2 usage or fatal error, 130/143
+/// stopped by Ctrl-C/SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "fetchall", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {

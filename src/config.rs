@@ -6,12 +6,13 @@
 //! build it directly. clap types stop here: nothing below this module sees them.
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::record::BodyMode;
+use crate::retry::Policy;
 use crate::units::{ByteSize, HumanDuration, Rate};
 
 /// The default number of requests in flight (`--concurrency`).
@@ -24,6 +25,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default body size limit (`--max-body`).
 pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+/// The default read-idle timeout (`--read-timeout`): longest wait for the next bytes.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default time requests in flight get to finish after a stop signal (`--grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+pub use crate::retry::{
+    DEFAULT_MAX_RETRY_WAIT, DEFAULT_RETRIES, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP,
+};
 
 /// Run options as given on the command line or in a config file; `None` means "not given here".
 ///
@@ -48,7 +56,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub burst: Option<NonZeroU32>,
 
-    /// Whole-request timeout, connect to last body byte (e.g. 30s, 500ms) [default: 30s]
+    /// Whole-request timeout of each attempt, connect to last body byte (e.g. 30s, 500ms)
+    /// [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<HumanDuration>,
 
@@ -69,6 +78,52 @@ pub struct Options {
     #[arg(short = 'A', long, value_name = "TEXT")]
     pub user_agent: Option<String>,
 
+    /// Retries after a failed attempt (connect, timeout, cut-off body, 408/429/502/503/504)
+    /// [default: 2]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// First backoff ceiling; the wait before retry n is random in [0, min(cap, base*2^(n-1))]
+    /// [default: 250ms]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_base: Option<HumanDuration>,
+
+    /// Largest backoff ceiling [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_cap: Option<HumanDuration>,
+
+    /// Longest Retry-After honoured; a server asking for more fails the record, stating its
+    /// wait [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub max_retry_wait: Option<HumanDuration>,
+
+    /// Also retry 500 Internal Server Error [default: off]
+    #[arg(long)]
+    #[serde(default)]
+    pub retry_500: bool,
+
+    /// Also retry non-idempotent methods (POST, PATCH) [default: off]
+    #[arg(long)]
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+
+    /// Read-idle timeout: longest wait for the next bytes of a response [default: 15s]
+    #[arg(long, value_name = "DURATION")]
+    pub read_timeout: Option<HumanDuration>,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may finish before they are
+    /// cancelled [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<HumanDuration>,
+
+    /// Skip input lines that have an ok record (same seq and url) in this earlier output
+    #[arg(long, value_name = "PREVIOUS.jsonl")]
+    pub resume: Option<PathBuf>,
+
+    /// Do not verify TLS certificates (warns on stderr) [default: off]
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure: bool,
     /// Most requests in flight at once to one host (scheme + host + port) [default: unlimited]
     #[arg(long, value_name = "N")]
     pub per_host_concurrency: Option<NonZeroUsize>,
@@ -146,6 +201,16 @@ impl Options {
             body: over.body.or(self.body),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            retries: over.retries.or(self.retries),
+            retry_base: over.retry_base.or(self.retry_base),
+            retry_cap: over.retry_cap.or(self.retry_cap),
+            max_retry_wait: over.max_retry_wait.or(self.max_retry_wait),
+            retry_500: over.retry_500 || self.retry_500,
+            retry_non_idempotent: over.retry_non_idempotent || self.retry_non_idempotent,
+            read_timeout: over.read_timeout.or(self.read_timeout),
+            grace: over.grace.or(self.grace),
+            resume: over.resume.or(self.resume),
+            insecure: over.insecure || self.insecure,
             per_host_concurrency: over.per_host_concurrency.or(self.per_host_concurrency),
             per_host_rate: if over.per_host_rate.is_empty() {
                 self.per_host_rate
@@ -179,6 +244,16 @@ pub struct Settings {
     pub body: BodyMode,
     pub max_body: u64,
     pub user_agent: String,
+    /// How failed attempts are retried.
+    pub retry: Policy,
+    /// Longest wait for the next bytes of a response.
+    pub read_timeout: Duration,
+    /// After a stop, how long requests in flight may finish before they are cancelled.
+    pub grace: Duration,
+    /// An earlier run's output: lines with an ok record there are skipped.
+    pub resume: Option<PathBuf>,
+    /// Accept any TLS certificate.
+    pub insecure: bool,
     /// Most requests in flight per host; `None` means no per-host cap.
     pub per_host_concurrency: Option<NonZeroUsize>,
     /// Stacked rate limits per host; empty means none.
@@ -200,6 +275,18 @@ impl Default for Settings {
             body: BodyMode::Auto,
             max_body: DEFAULT_MAX_BODY,
             user_agent: default_user_agent(),
+            retry: Policy {
+                retries: DEFAULT_RETRIES,
+                base: DEFAULT_RETRY_BASE,
+                cap: DEFAULT_RETRY_CAP,
+                max_wait: DEFAULT_MAX_RETRY_WAIT,
+                retry_500: false,
+                non_idempotent: false,
+            },
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            grace: DEFAULT_GRACE,
+            resume: None,
+            insecure: false,
             per_host_concurrency: None,
             per_host_rates: Vec::new(),
             adaptive: false,
@@ -226,6 +313,18 @@ impl Settings {
             body: o.body.unwrap_or(d.body),
             max_body: o.max_body.map_or(d.max_body, |s| s.0),
             user_agent: o.user_agent.unwrap_or(d.user_agent),
+            retry: Policy {
+                retries: o.retries.unwrap_or(d.retry.retries),
+                base: o.retry_base.map_or(d.retry.base, |t| t.0),
+                cap: o.retry_cap.map_or(d.retry.cap, |t| t.0),
+                max_wait: o.max_retry_wait.map_or(d.retry.max_wait, |t| t.0),
+                retry_500: o.retry_500,
+                non_idempotent: o.retry_non_idempotent,
+            },
+            read_timeout: o.read_timeout.map_or(d.read_timeout, |t| t.0),
+            grace: o.grace.map_or(d.grace, |t| t.0),
+            resume: o.resume,
+            insecure: o.insecure,
             per_host_concurrency: o.per_host_concurrency,
             per_host_rates: o.per_host_rate,
             adaptive: o.adaptive,

@@ -155,10 +155,21 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
         parse_url(text)
             .map(|url| Request { url })
             .map_err(|reason| InvalidLine {
-                text: text.chars().take(ECHO_BYTES).collect(),
+                text: masked(text).chars().take(ECHO_BYTES).collect(),
                 reason,
             }),
     )
+}
+
+/// A refused line as echoed in its record: if it parses as a URL of any scheme
+/// (`ftp://user:pw@host/`), its credentials are masked like a fetched URL's.
+fn masked(text: &str) -> std::borrow::Cow<'_, str> {
+    match Url::parse(text) {
+        Ok(url) if url.password().is_some() || !url.username().is_empty() => {
+            crate::fetch::display_url(&url).into()
+        }
+        _ => text.into(),
+    }
 }
 
 /// An absolute `http` or `https` URL with a host, or why not.
@@ -202,6 +213,14 @@ mod tests {
         assert_eq!(got[0], Ok("http://a.test/x".to_owned()));
         assert!(got[1].as_ref().unwrap_err().contains("scheme"));
         assert!(got[2].as_ref().unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn refused_lines_mask_credentials() {
+        let Some(Err(bad)) = parse_line(b"ftp://user:hunter22@example.test/x", true) else {
+            panic!("ftp is refused");
+        };
+        assert_eq!(bad.text, "ftp://user:****@example.test/x");
     }
 
     #[tokio::test]

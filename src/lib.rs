@@ -33,7 +33,10 @@ pub mod output;
 pub mod pushback;
 pub mod record;
 pub mod resolve;
+pub mod resume;
+pub mod retry;
 mod scheduler;
+pub mod shutdown;
 pub mod units;
 
 use std::io::{self, Write};
@@ -41,13 +44,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Options, Settings};
 pub use input::Source;
 pub use output::Tally;
 pub use record::{ErrorKind, Record};
+pub use shutdown::Shutdown;
 
 /// How many parsed input lines wait ahead of the scheduler.
 const JOB_QUEUE: usize = 1024;
@@ -67,6 +72,10 @@ pub enum Error {
     Write(io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Header(String),
+    #[error("cannot read --resume {}: {source}", path.display())]
+    Resume { path: PathBuf, source: io::Error },
     #[error("fetchall::start must be called from within a tokio runtime")]
     NoRuntime,
 }
@@ -78,7 +87,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// The next finished record, or `None` when every input line has its record.
+    /// The next finished record, or `None` when every input line has its record (or, after a
+    /// stop, when every started request has).
     pub async fn next(&mut self) -> Option<Record> {
         self.records.recv().await
     }
@@ -100,20 +110,69 @@ impl Run {
 
 /// Start fetching every line of `source` on the current tokio runtime.
 pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
+    start_with_cancel(settings, source, CancellationToken::new())
+}
+
+/// [`start`], stoppable: cancelling `stop` stops reading input and starting requests; requests
+/// in flight get `settings.grace` to finish, then end with `cancelled` records. Lines not
+/// started by then get no record. The run then ends as usual (`next()` returns `None`).
+pub fn start_with_cancel(
+    settings: Settings,
+    source: Source,
+    stop: CancellationToken,
+) -> Result<Run, Error> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::NoRuntime);
     }
     let client = fetch::client(&settings)?;
+    let done = match &settings.resume {
+        Some(path) => Some(resume::Done::load(path).map_err(|source| Error::Resume {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     let gate = limit::Gate::new(limit::Limits::from_settings(&settings));
+    let hard = CancellationToken::new();
+    let alive = Arc::new(Semaphore::new(scheduler::alive_bound(&settings)));
+    // The grace timer: `--grace` after a stop, cancel what is still in flight. It also ends
+    // when the run does (the context's drop guard cancels `hard`), so it never lingers.
+    {
+        let (stop, hard, grace) = (stop.clone(), hard.clone(), settings.grace);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(grace) => hard.cancel(),
+                        () = hard.cancelled() => {}
+                    }
+                }
+                () = hard.cancelled() => {}
+            }
+        });
+    }
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
         gate,
         start: Instant::now(),
+        done,
+        stop: stop.clone(),
+        hard: hard.clone(),
+        alive,
+        _finished: hard.drop_guard(),
     });
     let (job_tx, job_rx) = mpsc::channel(JOB_QUEUE);
     let (record_tx, record_rx) = mpsc::channel(RECORD_QUEUE);
-    let reader = tokio::spawn(input::read_jobs(source, job_tx));
+    // Stopping ends the reader wherever it waits (on the input or on a full queue): lines
+    // not read yet are left unread.
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => Ok(()),
+            read = input::read_jobs(source, job_tx) => read,
+        }
+    });
     tokio::spawn(scheduler::dispatch(ctx, job_rx, record_tx));
     Ok(Run {
         records: record_rx,
@@ -127,8 +186,20 @@ pub async fn run<W: Write + Send + 'static>(
     source: Source,
     sink: W,
 ) -> Result<Tally, Error> {
-    let (records, reader) = start(settings, source)?.into_parts();
-    let written = output::spawn_writer(records, sink)
+    run_with_shutdown(settings, source, sink, &Shutdown::new()).await
+}
+
+/// [`run`], stoppable through `shutdown` (its token, or the signals it listens for).
+pub async fn run_with_shutdown<W: Write + Send + 'static>(
+    settings: Settings,
+    source: Source,
+    sink: W,
+    shutdown: &Shutdown,
+) -> Result<Tally, Error> {
+    let (records, reader) = start_with_cancel(settings, source, shutdown.token())?.into_parts();
+    let (written, handle) = output::spawn_writer_with_handle(records, sink);
+    shutdown.set_sink(handle);
+    let written = written
         .await
         .map_err(|_| Error::Write(io::Error::other("the writer thread died")))?
         .map_err(Error::Write)?;

@@ -52,6 +52,8 @@ pub struct Limits {
     /// `None`: the automatic burst of each quota (see `gcra::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub adaptive: bool,
+    /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
+    pub max_pause: Duration,
 }
 
 impl Limits {
@@ -63,6 +65,7 @@ impl Limits {
             per_host_rates: s.per_host_rates.clone(),
             burst: s.burst,
             adaptive: s.adaptive,
+            max_pause: s.retry.max_wait,
         }
     }
 
@@ -284,8 +287,9 @@ impl Gate {
         retry_after: Option<&str>,
     ) -> Option<f64> {
         let now = Instant::now();
+        let max_pause = lock(&self.shared).limits.max_pause;
         if let Some(status) = status
-            && let Some(until) = pushback::pause_until(status, retry_after, now)
+            && let Some(until) = pushback::pause_until(status, retry_after, now, max_pause)
         {
             tracing::info!(
                 "{} answered {status} with Retry-After {}: pausing the host for {:.1}s",
@@ -341,6 +345,15 @@ impl Gate {
             };
         }
         rate
+    }
+}
+
+impl Gate {
+    /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
+    pub fn host_rate(&self, host: &HostKey) -> Option<f64> {
+        let st = lock(&self.shared);
+        let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
+        Some((rate * 1000.0).round() / 1000.0)
     }
 }
 
@@ -640,6 +653,7 @@ mod tests {
             per_host_rates: vec!["1000/s".parse().unwrap()],
             burst: None,
             adaptive: true,
+            max_pause: Duration::from_secs(60),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The `fetchall` binary: runtime, logging, arguments, exit status. Everything else is in the
-//! library.
+//! The `fetchall` binary: runtime, logging, arguments, signals, exit status. Everything else
+//! is in the library.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+    raise_open_file_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,10 +54,51 @@ async fn app(cli: Cli) -> u8 {
             return report(&fetchall::Error::Input { path, source }.to_string());
         }
     };
-    match fetchall::run(settings, source, std::io::stdout()).await {
+    // Only the binary takes signals; the library just watches the token.
+    let shutdown = fetchall::Shutdown::new();
+    if let Err(e) = shutdown.listen_for_signals() {
+        tracing::warn!("cannot handle Ctrl-C and SIGTERM: {e}");
+    }
+    let result = fetchall::run_with_shutdown(settings, source, std::io::stdout(), &shutdown).await;
+    if let Some(code) = shutdown.exit_code() {
+        // Stopped by a signal: 128 + its number, whatever the records said.
+        if let Err(e) = result {
+            report(&e.to_string());
+        }
+        return code;
+    }
+    match result {
         Ok(tally) if tally.reader_gone || tally.failed == 0 => 0,
         Ok(_) => 1,
         Err(e) => report(&e.to_string()),
+    }
+}
+
+/// Every request holds a socket: raise the open-file soft limit to the hard limit, so a high
+/// `--concurrency` does not fail with "too many open files" under a low default soft limit
+/// (often 1024). A failure only costs headroom, so it is logged, not fatal.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::debug!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
     }
 }
 

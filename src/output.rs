@@ -5,8 +5,14 @@
 //! The buffer is flushed whenever the queue runs dry, so a terminal or `jq` sees each record
 //! as it comes, while a fast run still writes in big blocks. A closed pipe (EPIPE) means the
 //! reader is done (`| head -n 1`): the writer stops quietly and says so.
+//!
+//! Lines are written whole: each record is serialized on its own first, then written to the
+//! buffer under a lock, and a [`SinkHandle`] (used when a second Ctrl-C exits at once) takes
+//! that same lock to flush, so the sink never ends in half a record.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,19 +38,67 @@ pub fn spawn_writer<W: Write + Send + 'static>(
     records: mpsc::Receiver<Record>,
     sink: W,
 ) -> oneshot::Receiver<io::Result<Tally>> {
+    spawn_writer_with_handle(records, sink).0
+}
+
+/// [`spawn_writer`], plus a handle that can flush the whole lines written so far and exit.
+pub fn spawn_writer_with_handle<W: Write + Send + 'static>(
+    records: mpsc::Receiver<Record>,
+    sink: W,
+) -> (oneshot::Receiver<io::Result<Tally>>, SinkHandle) {
+    let out = Arc::new(Mutex::new(io::BufWriter::with_capacity(BUFFER_BYTES, sink)));
+    let handle = SinkHandle(Arc::clone(&out) as Arc<Mutex<dyn Write + Send>>);
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("fetchall-writer".to_owned())
         .spawn(move || {
-            let _ = done_tx.send(write_all(records, sink));
+            let _ = done_tx.send(write_all(records, &out));
         })
         .expect("spawning the writer thread");
-    done_rx
+    (done_rx, handle)
 }
 
-fn write_all<W: Write>(mut records: mpsc::Receiver<Record>, sink: W) -> io::Result<Tally> {
-    let mut out = io::BufWriter::with_capacity(BUFFER_BYTES, sink);
+/// A way into the writer's buffer from outside, for an immediate exit.
+#[derive(Clone)]
+pub struct SinkHandle(Arc<Mutex<dyn Write + Send>>);
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkHandle")
+    }
+}
+
+impl SinkHandle {
+    /// Flush the whole lines buffered so far and end the process with `code`. Waits for a line
+    /// being written to finish (at most `patience`: a reader that stopped reading cannot hold
+    /// the exit up), and holds the writer's lock while exiting so no new line starts.
+    pub fn flush_and_exit(&self, code: i32, patience: Duration) -> ! {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.0.try_lock() {
+                Ok(mut out) => {
+                    let _ = out.flush();
+                    std::process::exit(code);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    let _ = p.into_inner().flush();
+                    std::process::exit(code);
+                }
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => std::process::exit(code),
+            }
+        }
+    }
+}
+
+fn write_all<W: Write>(
+    mut records: mpsc::Receiver<Record>,
+    out: &Mutex<io::BufWriter<W>>,
+) -> io::Result<Tally> {
     let mut tally = Tally::default();
+    let mut line = Vec::with_capacity(4096);
     let result = (|| {
         while let Some(record) = records.blocking_recv() {
             if record.ok {
@@ -52,13 +106,20 @@ fn write_all<W: Write>(mut records: mpsc::Receiver<Record>, sink: W) -> io::Resu
             } else {
                 tally.failed += 1;
             }
-            serde_json::to_writer(&mut out, &record).map_err(io::Error::from)?;
-            out.write_all(b"\n")?;
+            line.clear();
+            serde_json::to_writer(&mut line, &record).map_err(io::Error::from)?;
+            line.push(b'\n');
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            out.write_all(&line)?;
             if records.is_empty() {
                 out.flush()?;
             }
+            if line.capacity() > BUFFER_BYTES {
+                // One huge body must not keep its buffer for the rest of the run.
+                line = Vec::with_capacity(4096);
+            }
         }
-        out.flush()
+        out.lock().unwrap_or_else(PoisonError::into_inner).flush()
     })();
     match result {
         Ok(()) => Ok(tally),

@@ -9,11 +9,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-/// The longest pause a `Retry-After` can impose on a host. A server asking for more (a day,
-/// say) would otherwise hold the run for that long; past this cap the host resumes and a new
-/// 429 pauses it again.
-pub const MAX_PAUSE: Duration = Duration::from_secs(300);
-
 /// Multiplicative decrease: a 429 multiplies the host's rate by this.
 pub const DECREASE: f64 = 0.5;
 /// Additive increase: each successful response adds this many requests per second.
@@ -36,13 +31,20 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// Does this response ask the host to pause, and until when? (429 or 503 with a valid
-/// `Retry-After`, capped at [`MAX_PAUSE`].)
-pub fn pause_until(status: u16, retry_after: Option<&str>, now: Instant) -> Option<Instant> {
+/// `Retry-After`.) The pause is capped at `max` (`--max-retry-wait`, the longest wait the user
+/// accepts): a server asking for a day would otherwise hold the host's queue for a day; past
+/// the cap the host resumes, and a new 429 pauses it again.
+pub fn pause_until(
+    status: u16,
+    retry_after: Option<&str>,
+    now: Instant,
+    max: Duration,
+) -> Option<Instant> {
     if status != 429 && status != 503 {
         return None;
     }
     let wait = parse_retry_after(retry_after?, SystemTime::now())?;
-    Some(now + wait.min(MAX_PAUSE))
+    Some(now + wait.min(max))
 }
 
 /// One host's adaptive rate (AIMD).
@@ -118,13 +120,14 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
         let t = Instant::now();
-        assert_eq!(pause_until(200, Some("3"), t), None);
-        assert_eq!(pause_until(429, None, t), None);
+        let max = Duration::from_secs(60);
+        assert_eq!(pause_until(200, Some("3"), t, max), None);
+        assert_eq!(pause_until(429, None, t, max), None);
         assert_eq!(
-            pause_until(503, Some("2"), t),
+            pause_until(503, Some("2"), t, max),
             Some(t + Duration::from_secs(2))
         );
-        assert_eq!(pause_until(429, Some("99999"), t), Some(t + MAX_PAUSE));
+        assert_eq!(pause_until(429, Some("99999"), t, max), Some(t + max));
     }
 
     #[test]

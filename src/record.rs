@@ -37,6 +37,9 @@ pub struct Record {
     pub body_encoding: Option<BodyEncoding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RecordError>,
+    /// Requests made for this line, retries included (absent when none was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
     /// With `--adaptive`: the host's adaptive rate limit (requests per second) after this
     /// response, while it limits the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,10 +61,8 @@ impl Record {
             content_type: None,
             body: None,
             body_encoding: None,
-            error: Some(RecordError {
-                kind: ErrorKind::InvalidUrl,
-                message,
-            }),
+            error: Some(RecordError::new(ErrorKind::InvalidUrl, message)),
+            attempts: None,
             host_rate: None,
         }
     }
@@ -72,6 +73,39 @@ impl Record {
 pub struct RecordError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Whether this kind of failure (with this status) is one fetchall retries. On a final
+    /// record, `true` means the retries ran out, were not allowed for the method, the server
+    /// asked to wait longer than `--max-retry-wait`, or the run was stopping.
+    #[serde(default)]
+    pub retryable: bool,
+    /// The errors of earlier attempts, oldest first (at most [`MAX_PREVIOUS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousError>,
+}
+
+/// How many earlier attempts' errors a record keeps.
+pub const MAX_PREVIOUS: usize = 4;
+
+impl RecordError {
+    /// An error that is not retryable, with no earlier attempts.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RecordError {
+        RecordError {
+            kind,
+            message: message.into(),
+            retryable: false,
+            previous: Vec::new(),
+        }
+    }
+}
+
+/// An earlier attempt's failure, kept in the final record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PreviousError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The HTTP status, when the attempt got a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// The failure classes a record can carry; documented one by one in `docs/output.md`.

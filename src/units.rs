@@ -3,7 +3,7 @@
 //!
 //! Each type parses with `FromStr` (clap) and deserializes from a string (TOML), so both
 //! front ends accept the same spelling and report the same error text. Parsing never panics on
-//! any input; see the property tests in `tests/cli/units.rs`.
+//! any input; see the property tests in `tests/cli/properties.rs`.
 
 use std::fmt;
 use std::num::NonZeroU32;

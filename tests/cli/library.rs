@@ -55,3 +55,34 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
     );
     assert!(matches!(result, Err(fetchall::Error::NoRuntime)));
 }
+
+/// A library user stops a run with its token: nothing new starts, what is in flight is
+/// cancelled after the grace, each with a record, and the run ends.
+#[tokio::test]
+async fn a_cancelled_token_stops_the_run() {
+    let server = Server::start().await;
+    let input: String = (0..50).map(|_| server.url("/delay/5000") + "\n").collect();
+    let settings = fetchall::Settings {
+        concurrency: NonZeroUsize::new(2).unwrap(),
+        grace: std::time::Duration::from_millis(100),
+        ..fetchall::Settings::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut run = fetchall::start_with_cancel(
+        settings,
+        Box::pin(std::io::Cursor::new(input)),
+        stop.clone(),
+    )
+    .unwrap();
+    while server.in_flight() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let mut kinds = Vec::new();
+    while let Some(record) = run.next().await {
+        kinds.push(record.error.map(|e| e.kind));
+    }
+    run.finish().await.unwrap();
+    assert_eq!(kinds, [Some(fetchall::ErrorKind::Cancelled); 2]);
+    assert_eq!(server.requests(), 2);
+}

@@ -2,8 +2,15 @@
 //! loopback, the real reqwest client, the real binary.
 
 mod binary;
+mod fault_server;
+mod faults;
 mod library;
 mod limits;
 mod politeness;
+mod properties;
+mod retries;
+mod security;
 mod server;
+mod signals;
+mod sockets;
 mod support;

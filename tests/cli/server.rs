@@ -72,6 +72,18 @@ impl Server {
                 "/redirect-to-ok",
                 get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/ok")]) }),
             )
+            .route("/headers", get(echo_headers))
+            .route(
+                "/redirect",
+                get(
+                    |axum::extract::Query(q): axum::extract::Query<
+                        std::collections::HashMap<String, String>,
+                    >| async move {
+                        let to = q.get("to").cloned().unwrap_or_else(|| "/ok".to_owned());
+                        (StatusCode::FOUND, [(header::LOCATION, to)])
+                    },
+                ),
+            )
             .layer(middleware::from_fn_with_state(Arc::clone(&stats), track))
             .with_state(());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,6 +115,10 @@ impl Server {
 
     pub fn max_in_flight(&self) -> usize {
         self.stats.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.stats.in_flight.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> usize {
@@ -137,6 +153,20 @@ async fn track(State(stats): State<Arc<Stats>>, req: Request, next: Next) -> Res
     let response = next.run(req).await;
     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
+}
+
+/// The request's headers as a JSON object (lower-case names).
+async fn echo_headers(headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    axum::Json(serde_json::Value::Object(map))
 }
 
 async fn delay(Path(ms): Path<u64>) -> impl IntoResponse {

@@ -78,3 +78,57 @@ pub fn by_seq(mut records: Vec<Value>) -> Vec<Value> {
 pub fn kind(record: &Value) -> &str {
     record["error"]["kind"].as_str().unwrap_or("")
 }
+
+/// What a run of the binary produced, and the most memory it held.
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Peak resident set size of the fetchall process, in KiB (getrusage's ru_maxrss).
+    pub max_rss_kib: i64,
+    pub wall: std::time::Duration,
+}
+
+/// Run the binary like [`run`], and measure its peak memory: the child is reaped with
+/// `wait4`, which reports that one process's own resource usage.
+#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
+pub fn run_measured(args: &[&str], stdin: &str) -> Measured {
+    let started = std::time::Instant::now();
+    let mut child = fetchall()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a plain wait4 on our own child, into locals.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let wall = started.elapsed();
+    writer.join().unwrap();
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Measured {
+        code,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        max_rss_kib: usage.ru_maxrss,
+        wall,
+    }
+}

@@ -1,0 +1,214 @@
+//! Security defaults: TLS verified unless --insecure, http(s) only, credentials never follow a
+//! redirect to another origin and never appear in records or logs, no header injection.
+
+use reqwest::header::{AUTHORIZATION, COOKIE};
+use serde_json::Value;
+
+use crate::server::{Server, refused_port};
+use crate::support::{by_seq, kind, records, run};
+
+#[test]
+fn insecure_warns_on_stderr() {
+    let server = Server::start_in_background();
+    let out = run(&["--insecure"], &server.url("/ok"));
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--insecure") && err.contains("NOT verified"),
+        "{err}"
+    );
+    let out = run(&[], &server.url("/ok"));
+    assert!(out.stderr.is_empty(), "no warning without the flag");
+}
+
+#[test]
+fn only_http_and_https() {
+    let input =
+        "file:///etc/passwd\nftp://127.0.0.1/x\ndata:text/plain,hi\njavascript:alert(1)\nhttp://\n";
+    let out = run(&[], input);
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), 5);
+    assert!(recs.iter().all(|r| kind(r) == "invalid_url"), "{recs:?}");
+}
+
+/// reqwest drops Authorization and Cookie when a redirect changes scheme, host or port
+/// (`remove_sensitive_headers`). Two loopback servers on different ports are different
+/// origins; so are `127.0.0.1` and `localhost` on the same port.
+#[tokio::test]
+async fn credentials_do_not_follow_a_redirect_to_another_origin() {
+    let a = Server::start().await;
+    let b = Server::start().await;
+    let client = fetchall::fetch::client(&fetchall::Settings::default()).unwrap();
+    let fetch = |url: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .header(AUTHORIZATION, "Bearer t0ken")
+                .header(COOKIE, "session=abc")
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let other_port = format!("{}/redirect?to={}", a.url(""), b.url("/headers"));
+    let other_host = format!(
+        "{}/redirect?to=http://localhost:{}/headers",
+        a.url(""),
+        a.addr.port()
+    );
+    for url in [other_port, other_host] {
+        let seen = fetch(url.clone()).await;
+        assert!(seen.get("authorization").is_none(), "{url}: {seen}");
+        assert!(seen.get("cookie").is_none(), "{url}: {seen}");
+    }
+    // The same origin keeps them (so the test would notice if nothing were sent at all).
+    let seen = fetch(a.url("/redirect?to=/headers")).await;
+    assert_eq!(seen["authorization"], "Bearer t0ken");
+    assert_eq!(seen["cookie"], "session=abc");
+}
+
+/// Credentials in the URL become Basic auth for that origin only, and are masked in records.
+#[test]
+fn url_credentials_stay_with_their_origin_and_are_masked() {
+    let a = Server::start_in_background();
+    let b = Server::start_in_background();
+    let input = format!(
+        "http://user:s3cretpw@{}/redirect?to={}\nhttp://user:s3cretpw@{}/redirect?to=/headers\n",
+        a.addr,
+        b.url("/headers"),
+        a.addr
+    );
+    let out = run(&["-vv"], &input);
+    let recs = by_seq(records(&out.stdout));
+    assert!(
+        recs[0]["body"].get("authorization").is_none(),
+        "{}",
+        recs[0]
+    );
+    assert!(
+        recs[1]["body"]["authorization"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("Basic ")),
+        "{}",
+        recs[1]
+    );
+    assert!(recs[0]["url"].as_str().unwrap().contains("user:****@"));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stdout.contains("s3cretpw") && !stderr.contains("s3cretpw"));
+}
+
+/// Failures, retries and debug logs never show a password or a token standing as user name.
+#[test]
+fn credentials_are_masked_in_errors_and_logs() {
+    let port = refused_port();
+    let input = format!(
+        "http://user:s3cretpw@127.0.0.1:{port}/\nhttp://t0kenvalue@127.0.0.1:{port}/\nhttp://user:s3cretpw@nowhere.invalid/\n"
+    );
+    let out = run(&["-vv", "--retries", "1", "--retry-base", "1ms"], &input);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for secret in ["s3cretpw", "t0kenvalue"] {
+        assert!(!stdout.contains(secret), "{stdout}");
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+    assert!(stdout.contains("http://****@127.0.0.1"), "{stdout}");
+    assert!(
+        stderr.contains("retrying"),
+        "the retry was logged: {stderr}"
+    );
+}
+
+/// A header value with CR or LF is refused before anything is sent.
+#[test]
+fn header_values_with_line_breaks_are_refused() {
+    let server = Server::start_in_background();
+    for bad in ["x\r\nX-Evil: 1", "x\nX-Evil: 1", "x\r"] {
+        let out = run(&["-A", bad], &server.url("/ok"));
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("line break"), "{err}");
+    }
+    assert_eq!(server.requests(), 0);
+    assert!(fetchall::fetch::header_value("X-Ok", "fine\tvalue").is_ok());
+    assert!(fetchall::fetch::header_value("X-Bad", "a\u{7f}b").is_err());
+}
+
+/// A loopback HTTPS server with a self-signed certificate for 127.0.0.1; answers `200 ok`.
+async fn self_signed_server() -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+    );
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// TLS is verified: a self-signed certificate fails with kind `tls` (not retried), and
+/// passes only with --insecure. Plain HTTP on an https URL is a `tls` failure too.
+#[tokio::test]
+async fn tls_is_verified_unless_insecure() {
+    let addr = self_signed_server().await;
+    let plain = Server::start().await;
+    let input = format!("https://{addr}/\nhttps://{}/ok\n", plain.addr);
+    let run = |args: Vec<&'static str>, input: String| {
+        tokio::task::spawn_blocking(move || run(&args, &input))
+    };
+    let out = run(vec![], input.clone()).await.unwrap();
+    let recs = by_seq(records(&out.stdout));
+    for r in &recs {
+        assert_eq!(kind(r), "tls", "{r}");
+        assert_eq!(r["attempts"], 1);
+    }
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{}",
+        recs[0]
+    );
+    let out = run(vec!["--insecure"], format!("https://{addr}/\n"))
+        .await
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(recs[0]["ok"], true, "{}", recs[0]);
+    assert_eq!(recs[0]["body"], "ok");
+}
