@@ -449,3 +449,26 @@ fn a_thousand_slow_urls_do_not_hold_up_a_thousand_others() {
     );
     drop(rt);
 }
+
+/// The global cap holds over hosts: `127.0.0.1:P` and `localhost:P` are two hosts of one
+/// server, each allowed 2 in flight, all together 3.
+#[test]
+fn global_concurrency_caps_the_per_host_caps_together() {
+    let server = Server::start_in_background();
+    let port = server.addr.port();
+    let input: String = (0..8)
+        .flat_map(|_| {
+            [
+                format!("http://127.0.0.1:{port}/delay/150\n"),
+                format!("http://localhost:{port}/delay/150\n"),
+            ]
+        })
+        .collect();
+    let out = run(
+        &["-c", "3", "--per-host-concurrency", "2", "--body", "none"],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(records(&out.stdout).len(), 16);
+    assert_eq!(server.max_in_flight(), 3);
+}
