@@ -18,8 +18,8 @@ use crate::units::{ByteSize, HumanDuration, Rate};
 
 /// The default number of requests in flight (`--concurrency`).
 pub const DEFAULT_CONCURRENCY: usize = 50;
-/// The default burst of every rate limit (`--burst`): strictly spaced requests.
-pub const DEFAULT_BURST: u32 = 1;
+/// The default lookahead (`--lookahead`): jobs held waiting for their host's turn.
+pub const DEFAULT_LOOKAHEAD: usize = 10_000;
 /// The default whole-request timeout (`--timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default connect timeout (`--connect-timeout`).
@@ -51,7 +51,9 @@ pub struct Options {
     #[serde(default, deserialize_with = "one_or_many")]
     pub rate: Vec<Rate>,
 
-    /// Requests a rate limit lets through back to back after an idle spell [default: 1]
+    /// Requests a rate limit lets through back to back after an idle spell, for every quota
+    /// [default: auto: 1 below 50/s, else 20 ms worth of requests, so late timer wake-ups do
+    /// not lower the mean rate; see docs/rate-limiting.md]
     #[arg(long, value_name = "N", env = "FETCHALL_BURST")]
     pub burst: Option<NonZeroU32>,
 
@@ -189,6 +191,28 @@ pub struct Options {
     /// [default: off]
     #[arg(long, value_name = "FILE", env = "FETCHALL_SUMMARY")]
     pub summary: Option<PathBuf>,
+
+    /// Most requests in flight at once to one host (scheme + host + port) [default: unlimited]
+    #[arg(long, value_name = "N", env = "FETCHALL_PER_HOST_CONCURRENCY")]
+    pub per_host_concurrency: Option<NonZeroUsize>,
+
+    /// Rate limit for request starts per host (scheme + host + port): N/s, N/m or N/h.
+    /// Repeat to stack quotas; all apply, together with --rate [default: unlimited]
+    #[arg(long, value_name = "RATE", env = "FETCHALL_PER_HOST_RATE")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub per_host_rate: Vec<Rate>,
+
+    /// Adapt each host's rate: a 429 halves it, each success raises it by 0.05/s, up to
+    /// --per-host-rate (or --rate); records get `host_rate` [default: off]
+    #[arg(long, value_name = "BOOL", env = "FETCHALL_ADAPTIVE",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub adaptive: Option<bool>,
+
+    /// Most jobs held waiting for their host's turn (a slow host's queue, over all hosts);
+    /// when full, reading input pauses [default: 10000]
+    #[arg(long, value_name = "N", env = "FETCHALL_LOOKAHEAD")]
+    pub lookahead: Option<NonZeroUsize>,
 }
 
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -275,6 +299,14 @@ impl Options {
             output: over.output.or(self.output),
             ordered: over.ordered.or(self.ordered),
             summary: over.summary.or(self.summary),
+            per_host_concurrency: over.per_host_concurrency.or(self.per_host_concurrency),
+            per_host_rate: if over.per_host_rate.is_empty() {
+                self.per_host_rate
+            } else {
+                over.per_host_rate
+            },
+            adaptive: over.adaptive.or(self.adaptive),
+            lookahead: over.lookahead.or(self.lookahead),
         }
     }
 }
@@ -293,7 +325,8 @@ pub struct Settings {
     pub concurrency: NonZeroUsize,
     /// Stacked rate limits on request starts; empty means unlimited.
     pub rates: Vec<Rate>,
-    pub burst: NonZeroU32,
+    /// The burst of every quota; `None` picks one per quota (see `gcra::auto_burst`).
+    pub burst: Option<NonZeroU32>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub body: BodyMode,
@@ -326,6 +359,14 @@ pub struct Settings {
     pub output: Option<PathBuf>,
     /// Write the JSON summary here (used by the binary; `start` ignores it).
     pub summary: Option<PathBuf>,
+    /// Most requests in flight per host; `None` means no per-host cap.
+    pub per_host_concurrency: Option<NonZeroUsize>,
+    /// Stacked rate limits per host; empty means none.
+    pub per_host_rates: Vec<Rate>,
+    /// AIMD per host on 429 responses.
+    pub adaptive: bool,
+    /// Most jobs held waiting for admission.
+    pub lookahead: NonZeroUsize,
 }
 
 /// The request flags, unparsed: see [`crate::request::Template`] for what they mean.
@@ -345,7 +386,7 @@ impl Default for Settings {
         Settings {
             concurrency: NonZeroUsize::new(DEFAULT_CONCURRENCY).expect("non-zero constant"),
             rates: Vec::new(),
-            burst: NonZeroU32::new(DEFAULT_BURST).expect("non-zero constant"),
+            burst: None,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             body: BodyMode::Auto,
@@ -371,6 +412,10 @@ impl Default for Settings {
             ordered: false,
             output: None,
             summary: None,
+            per_host_concurrency: None,
+            per_host_rates: Vec::new(),
+            adaptive: false,
+            lookahead: NonZeroUsize::new(DEFAULT_LOOKAHEAD).expect("non-zero constant"),
         }
     }
 }
@@ -387,7 +432,7 @@ impl Settings {
         Settings {
             concurrency: o.concurrency.unwrap_or(d.concurrency),
             rates: o.rate,
-            burst: o.burst.unwrap_or(d.burst),
+            burst: o.burst.or(d.burst),
             timeout: o.timeout.map_or(d.timeout, |t| t.0),
             connect_timeout: o.connect_timeout.map_or(d.connect_timeout, |t| t.0),
             body: o.body.unwrap_or(d.body),
@@ -418,6 +463,10 @@ impl Settings {
             ordered: o.ordered.unwrap_or(d.ordered),
             output: o.output,
             summary: o.summary,
+            per_host_concurrency: o.per_host_concurrency,
+            per_host_rates: o.per_host_rate,
+            adaptive: o.adaptive.unwrap_or(d.adaptive),
+            lookahead: o.lookahead.unwrap_or(d.lookahead),
         }
     }
 }
@@ -441,7 +490,7 @@ impl Settings {
                 "rate",
                 Some(list(self.rates.iter().map(Rate::to_string).collect())),
             ),
-            ("burst", Some(self.burst.to_string())),
+            ("burst", self.burst.map(|b| b.to_string())),
             ("timeout", Some(d(self.timeout))),
             ("connect-timeout", Some(d(self.connect_timeout))),
             ("body", Some(s(self.body.as_str()))),
@@ -480,6 +529,18 @@ impl Settings {
             ("output", path(&self.output)),
             ("ordered", Some(self.ordered.to_string())),
             ("summary", path(&self.summary)),
+            (
+                "per-host-concurrency",
+                self.per_host_concurrency.map(|n| n.to_string()),
+            ),
+            (
+                "per-host-rate",
+                Some(list(
+                    self.per_host_rates.iter().map(Rate::to_string).collect(),
+                )),
+            ),
+            ("adaptive", Some(self.adaptive.to_string())),
+            ("lookahead", Some(self.lookahead.to_string())),
         ]
     }
 }

@@ -157,6 +157,7 @@ pub(crate) fn record(
         id: request.id.clone(),
         headers: outcome.headers,
         saved,
+        host_rate: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! input (lines -> jobs) -> scheduler (limit: slots + rate quotas) -> fetch -> record -> output
+//! input (lines -> jobs) -> scheduler (limit: per-host queues, slots, rate quotas) -> fetch -> record -> output
 //! ```
 //!
 //! The library runs on the caller's tokio runtime: [`start`] spawns the pipeline's tasks on the
@@ -26,10 +26,13 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fetch;
+pub mod gcra;
+pub mod host;
 pub mod input;
 pub mod limit;
 pub mod output;
 pub mod progress;
+pub mod pushback;
 pub mod record;
 mod reorder;
 pub mod request;
@@ -144,17 +147,12 @@ pub fn start_with_cancel(
         })?),
         None => None,
     };
-    let gate = limit::Gate::new(settings.concurrency, &settings.rates, settings.burst);
+    let gate = limit::Gate::new(limit::Limits::from_settings(&settings));
     let window = settings
         .ordered
         .then(|| reorder::window(reorder::window_size(settings.concurrency)));
     let hard = CancellationToken::new();
-    let alive = Arc::new(Semaphore::new(
-        settings
-            .concurrency
-            .get()
-            .saturating_mul(scheduler::ALIVE_PER_SLOT),
-    ));
+    let alive = Arc::new(Semaphore::new(scheduler::alive_bound(&settings)));
     // The grace timer: `--grace` after a stop, cancel what is still in flight. It also ends
     // when the run does (the context's drop guard cancels `hard`), so it never lingers.
     {

@@ -42,6 +42,10 @@ pub struct Record {
     /// Requests made for this line, retries included (absent when none was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// With `--adaptive`: the host's adaptive rate limit (requests per second) after this
+    /// response, while it limits the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rate: Option<f64>,
     /// The spec line's `id` (a string or a number), echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
@@ -84,6 +88,7 @@ impl Record {
             id: None,
             headers: None,
             saved: None,
+            host_rate: None,
         }
     }
 

@@ -1,8 +1,15 @@
-//! Scheduler: takes jobs in input order, starts each one when the [`Gate`] admits it, and runs
-//! its attempts until it has a record.
+//! Scheduler: reads jobs in input order, queues each one at its host in the [`Gate`], and runs
+//! its attempts, once admitted, until it has a record.
 //!
-//! One dispatcher task owns the decision of what starts next; every admitted request runs in
-//! its own spawned task (not in a `buffer_unordered` chain, whose futures stall while the
+//! The dispatcher never waits for one request's turn before reading the next line: it puts
+//! the job in its host's queue and moves on, so a host limited to 1/s holds up only its own
+//! requests (the gate decides who starts next). What bounds memory is the number of requests
+//! alive (see [`alive_bound`]): waiting for their turn (at most `--lookahead`), in flight, or
+//! waiting to retry; when it is reached, reading pauses until one finishes. A separate
+//! per-host window would only make that bound smaller: input is read in order, so the first
+//! line that cannot be held stops the reading whatever host it is for.
+//!
+//! Every request runs in its own spawned task (not in a `buffer_unordered` chain, whose futures stall while the
 //! consumer is busy elsewhere, so their timeouts would fire for no reason). A task holds its
 //! in-flight slot until its record is handed to the output channel, so a slow reader slows
 //! the fetching instead of piling finished records up in memory. Between attempts a task gives
@@ -23,6 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Settings;
 use crate::fetch::{self, Outcome};
+use crate::host::HostKey;
 use crate::input::{Job, Request};
 use crate::limit::{Gate, Slot};
 use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError};
@@ -37,6 +45,15 @@ use crate::units::HumanDuration;
 /// to retry hold no slot, so without this bound a server answering 429 to everything would
 /// let waiting tasks pile up without limit.
 pub(crate) const ALIVE_PER_SLOT: usize = 4;
+
+/// Requests alive at once: `--lookahead` waiting for their first turn, plus
+/// [`ALIVE_PER_SLOT`] per in-flight slot for those in flight or waiting to retry.
+pub(crate) fn alive_bound(settings: &Settings) -> usize {
+    settings
+        .lookahead
+        .get()
+        .saturating_add(settings.concurrency.get().saturating_mul(ALIVE_PER_SLOT))
+}
 
 /// What every request task shares.
 pub(crate) struct Context {
@@ -58,10 +75,10 @@ pub(crate) struct Context {
     pub template: Template,
 }
 
-/// Wait until `request` may start. The one place the scheduler passes the gate: the first
-/// attempt and every retry come through here.
-async fn admit(ctx: &Context, _request: &Request) -> Slot {
-    ctx.gate.admit().await
+/// Wait until a retry of `request` may start: at the front of its host's queue, past every
+/// cap, quota and pause like any other request. (First attempts are queued by `dispatch`.)
+async fn admit_retry(ctx: &Context, request: &Request) -> Slot {
+    ctx.gate.admit_retry(&HostKey::of(&request.url)).await
 }
 
 /// Start jobs until the input ends, the run is stopped, or nobody reads the records any more.
@@ -134,20 +151,26 @@ pub(crate) async fn dispatch(
                 Err(_) => break,
             },
         };
-        let slot = tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => break,
-            () = records.closed() => break,
-            slot = admit(&ctx, &request) => slot,
-        };
-        // The job starts now: it will have a record, so it takes its place in the order.
+        let host = HostKey::of(&request.url);
+        // Queued here, in input order, not in the task (tasks start in no particular order).
+        let ticket = ctx.gate.enqueue(&host);
+        // Its place in the output order is its place in the input. A job that never starts
+        // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
         if let Some(place) = place {
             place.send(job.seq);
         }
         let ctx = Arc::clone(&ctx);
         let records = records.clone();
         tokio::spawn(async move {
-            let (record, slot) = run_request(&ctx, job.seq, job.line, &request, slot).await;
+            // Not started when the run stops: no record, like a line not read yet.
+            let slot = tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => return,
+                () = records.closed() => return,
+                slot = ticket.admitted() => slot,
+            };
+            let (mut record, slot) = run_request(&ctx, job.seq, job.line, &request, slot).await;
+            record.host_rate = ctx.gate.host_rate(&host);
             // A send error means the reader is gone; the record has nowhere to go.
             let _ = records.send(record).await;
             drop(slot);
@@ -172,7 +195,8 @@ async fn run_request(
     request: &Request,
     slot: Slot,
 ) -> (Record, Option<Slot>) {
-    let first_start = Instant::now();
+    // The request started, for every limit, when the gate took its cells.
+    let first_start = slot.granted_at();
     let method = fetch::method(request);
     let mut slot = Some(slot);
     let mut previous: Vec<PreviousError> = Vec::new();
@@ -195,6 +219,11 @@ async fn run_request(
             }
             outcome = fetch::attempt(&ctx.client, &ctx.settings, request) => outcome,
         };
+        if let Some(slot) = &slot {
+            // Retry-After pauses the host; --adaptive adjusts its rate.
+            ctx.gate
+                .feedback(slot, outcome.status, outcome.retry_after.as_deref());
+        }
         let Some(error) = &outcome.error else {
             let record = finish(
                 ctx,
@@ -272,7 +301,7 @@ async fn run_request(
             () = ctx.stop.cancelled() => None,
             slot = async {
                 tokio::time::sleep(wait).await;
-                admit(ctx, request).await
+                admit_retry(ctx, request).await
             } => Some(slot),
         };
         let Some(next_slot) = resumed else {

@@ -26,6 +26,13 @@ const fn want(kind: &'static str, attempts: u64, max_secs: f64) -> Want {
 #[test]
 fn every_fault_is_one_record_of_the_right_kind() {
     let server = FaultServer::start();
+    // A Retry-After pauses its host's whole queue (docs/rate-limiting.md), so each case that
+    // sends one gets a host (a port) of its own, and does not hold up the others.
+    let (s429, s429_date, s429_long) = (
+        FaultServer::start(),
+        FaultServer::start(),
+        FaultServer::start(),
+    );
     // Timeouts: 600 ms whole request, 300 ms idle; 2 retries after 10-20 ms.
     let args = [
         "--timeout",
@@ -61,9 +68,12 @@ fn every_fault_is_one_record_of_the_right_kind() {
         (server.url("/bad-gzip"), want("decode", 1, 2.0)),
         (server.url("/bomb"), want("too_large", 1, 4.0)),
         (server.url("/latin1"), want("", 1, 2.0)),
-        (server.url("/429-seconds?n=all"), want("", 2, 3.0)),
-        (server.url("/429-date?n=all"), want("", 2, 4.0)),
-        (server.url("/429-long?n=all"), want("http_status", 1, 2.0)),
+        (s429.url("/429-seconds?n=all"), want("", 2, 3.0)),
+        (s429_date.url("/429-date?n=all"), want("", 2, 4.0)),
+        (
+            s429_long.url("/429-long?n=all"),
+            want("http_status", 1, 2.0),
+        ),
         (server.url("/503-twice?n=all"), want("", 3, 2.0)),
         (refused.clone(), want("connect", 3, 2.0)),
         ("http://nowhere.invalid/".to_owned(), want("dns", 1, 2.0)),
@@ -128,16 +138,29 @@ fn every_fault_is_one_record_of_the_right_kind() {
     // 600 ms, each getting about 3 bytes of 1000.
     assert!(r("/trickle")["elapsed_ms"].as_f64().unwrap() >= 3.0 * 600.0);
     // Retry-After is honoured: the retry came after the server's wait.
-    assert!(r("/429-seconds?n=all")["elapsed_ms"].as_f64().unwrap() >= 1000.0);
-    assert!(r("/429-date?n=all")["elapsed_ms"].as_f64().unwrap() >= 500.0);
+    assert!(
+        by_url[s429.url("/429-seconds?n=all").as_str()]["elapsed_ms"]
+            .as_f64()
+            .unwrap()
+            >= 1000.0
+    );
+    assert!(
+        by_url[s429_date.url("/429-date?n=all").as_str()]["elapsed_ms"]
+            .as_f64()
+            .unwrap()
+            >= 500.0
+    );
     // Past --max-retry-wait (60s by default), the record fails stating the server's wait.
-    let long = message(r("/429-long?n=all"));
+    let long = message(by_url[s429_long.url("/429-long?n=all").as_str()]);
     assert!(
         long.contains("1h") && long.contains("--max-retry-wait"),
         "{long}"
     );
-    assert_eq!(r("/429-long?n=all")["status"], 429);
-    assert_eq!(server.hits("/429-long?n=all"), 1);
+    assert_eq!(
+        by_url[s429_long.url("/429-long?n=all").as_str()]["status"],
+        429
+    );
+    assert_eq!(s429_long.hits("/429-long?n=all"), 1);
     assert_eq!(server.hits("/503-twice?n=all"), 3);
     // A Latin-1 body is not UTF-8: kept byte for byte, as base64.
     assert_eq!(r("/latin1")["body"], "Y2Fm6Q==");

@@ -8,6 +8,7 @@ mod fault_server;
 mod faults;
 mod library;
 mod limits;
+mod politeness;
 mod properties;
 mod retries;
 mod security;
