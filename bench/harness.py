@@ -263,6 +263,9 @@ def cmd_report(args):
             for t in tools_order:
                 if t in tp and t != "fetchall":
                     p = tp[t]
+                    if f["good"] < f["runs"] or p["good"] < p["runs"]:
+                        rows.append([f"fetchall / {t}"] + ["n/a (failed check)"] * 3)
+                        continue
                     rows.append([f"fetchall / {t}", fmt(ratio(f["rps"], p["rps"])),
                                  fmt(ratio(f["cpu_ms_per_1k"], p["cpu_ms_per_1k"])),
                                  fmt(ratio(f["rss_mb"], p["rss_mb"]))])
@@ -294,9 +297,15 @@ def cmd_report(args):
         for t in tools_order:
             if t in lat:
                 s = lat[t]
-                r = ratio(lat["fetchall"]["wall_ms"], s["wall_ms"]) if "fetchall" in lat and t != "fetchall" else None
+                cell = ""
+                if "fetchall" in lat and t != "fetchall":
+                    f = lat["fetchall"]
+                    if f["good"] < f["runs"] or s["good"] < s["runs"]:
+                        cell = "n/a (failed check)"
+                    else:
+                        cell = fmt(ratio(f["wall_ms"], s["wall_ms"]))
                 rows.append([t, str(s["runs"]), fmt(s["wall_ms"], 2), fmt(s["min_ms"], 2),
-                             fmt(r) if r is not None else "", check_cell(s)])
+                             cell, check_cell(s)])
         out.append(table(["tool", "runs", "median ms", "min ms",
                           "fetchall / this (<1 = fetchall faster)", "check"], rows))
         out.append("")
