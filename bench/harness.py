@@ -4,6 +4,7 @@
 Standard library only. Subcommands:
 
   freeport                      print a free TCP port on 127.0.0.1
+  cpubusy [--seconds S]         print % of all CPU busy over S seconds (/proc/stat)
   genurls --base URL --n N --out FILE [--curl-config FILE]
                                 write N distinct URLs (BASE/item/1..N), one per
                                 line, and optionally the same list as a curl
@@ -41,6 +42,22 @@ def cmd_freeport(_args):
     s.bind(("127.0.0.1", 0))
     print(s.getsockname()[1])
     s.close()
+
+
+def cmd_cpubusy(args):
+    """Print the percentage of total CPU (all cores) busy over --seconds."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+        return sum(v), idle
+
+    t0, i0 = sample()
+    time.sleep(args.seconds)
+    t1, i1 = sample()
+    busy = 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+    print(f"{busy:.0f}")
 
 
 def cmd_genurls(args):
@@ -331,6 +348,9 @@ def main():
 
     sub.add_parser("freeport")
 
+    b = sub.add_parser("cpubusy")
+    b.add_argument("--seconds", type=float, default=1.0)
+
     g = sub.add_parser("genurls")
     g.add_argument("--base", required=True)
     g.add_argument("--n", type=int, required=True)
@@ -357,7 +377,7 @@ def main():
     r.add_argument("--meta", action="append")
 
     args = p.parse_args()
-    rc = {"freeport": cmd_freeport, "genurls": cmd_genurls,
+    rc = {"freeport": cmd_freeport, "cpubusy": cmd_cpubusy, "genurls": cmd_genurls,
           "measure": cmd_measure, "report": cmd_report}[args.sub](args)
     sys.exit(rc or 0)
 

@@ -238,6 +238,11 @@ measure() { # results phase tool n run stdout [extra measure flags...] -- (uses 
     --run "$run" --concurrency "$CONCURRENCY" --stdout "$stdout" --ok "$OK" "$@" -- "${CMD[@]}"
 }
 
+BUSY_START=$(python3 "$HARNESS" cpubusy --seconds 1)   # % of all cores, nginx idle
+if [ "$BUSY_START" -gt 10 ]; then
+  note "the machine is ${BUSY_START}% busy before starting (other processes): results will be noisy"
+fi
+
 # ------------------------------------------------------------------ throughput
 N=$THROUGHPUT_URLS
 gen_urls "$N" curl
@@ -296,6 +301,7 @@ meta=(
   --meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
   --meta "machine=$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), ${cpu_model:-unknown CPU}, Linux $(uname -r)"
   --meta "server=nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), worker_processes $NGINX_WORKERS, 127.0.0.1, body ${#BODY} B"
+  --meta "other CPU load=${BUSY_START}% of all cores in the 1 s before the runs"
   --meta "curl=$(curl -V | head -1 | cut -d' ' -f1-2)"
 )
 if [ "$RUN_FETCHALL" = 1 ]; then
