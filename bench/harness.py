@@ -99,6 +99,20 @@ def parse_gnu_time(path):
     raise RuntimeError(f"cannot parse GNU time output in {path}: {rows!r}")
 
 
+def proc_cpu_s(pids):
+    """Total user+sys CPU seconds of the given pids (from /proc/PID/stat)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tck
+
+
 def cmd_measure(args):
     cmd = args.cmd
     if cmd and cmd[0] == "--":
@@ -116,10 +130,13 @@ def cmd_measure(args):
         (os.POSIX_SPAWN_OPEN, 1, args.stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
         (os.POSIX_SPAWN_OPEN, 2, err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
     ]
+    server_pids = [p for p in (args.server_pids or "").split(",") if p]
+    srv0 = proc_cpu_s(server_pids)
     t0 = time.perf_counter()
     pid = os.posix_spawnp(full[0], full, os.environ, file_actions=actions)
     _, status, _ = os.wait4(pid, 0)
     wall = time.perf_counter() - t0
+    srv1 = proc_cpu_s(server_pids)
     rc = os.waitstatus_to_exitcode(status)
 
     rec = {
@@ -131,6 +148,8 @@ def cmd_measure(args):
         "wall_s": wall,
         "rc": rc,
     }
+    if server_pids:
+        rec["server_cpu_s"] = srv1 - srv0
     if not args.no_rusage:
         try:
             user, sys_, maxrss_kb = parse_gnu_time(rus_path)
@@ -219,6 +238,7 @@ def summarize(recs):
         "cpu": cpu,
         "cpu_ms_per_1k": med([r["cpu_s"] * 1e6 / n for r in use if "cpu_s" in r]),
         "rss_mb": rss / 1024 if rss is not None else None,
+        "srv_pct": med([100 * r["server_cpu_s"] / r["wall_s"] for r in use if "server_cpu_s" in r]),
         "wall_ms": wall * 1000 if wall is not None else None,
         "min_ms": min(r["wall_s"] for r in use) * 1000,
     }
@@ -270,9 +290,10 @@ def cmd_report(args):
             if t in tp:
                 s = tp[t]
                 rows.append([t, str(s["runs"]), fmt(s["wall"], 3), fmt(s["rps"], 0), fmt(s["cpu"]),
-                             fmt(s["cpu_ms_per_1k"], 1), fmt(s["rss_mb"], 1), check_cell(s)])
+                             fmt(s["cpu_ms_per_1k"], 1), fmt(s["rss_mb"], 1), fmt(s["srv_pct"], 0),
+                             check_cell(s)])
         out.append(table(["tool", "runs", "wall s", "req/s", "user+sys CPU s",
-                          "CPU ms / 1k req", "peak RSS MB", "check"], rows))
+                          "CPU ms / 1k req", "peak RSS MB", "nginx CPU %", "check"], rows))
         out.append("")
         if "fetchall" in tp and len(tp) > 1:
             f = tp["fetchall"]
@@ -301,9 +322,9 @@ def cmd_report(args):
         for t, n in mem_keys:
             s = summarize(groups[("memory", t, n)])
             rows.append([t, f"{n:,}", str(s["runs"]), fmt(s["wall"], 2), fmt(s["rps"], 0),
-                         fmt(s["cpu"]), fmt(s["rss_mb"], 1), check_cell(s)])
+                         fmt(s["cpu"]), fmt(s["rss_mb"], 1), fmt(s["srv_pct"], 0), check_cell(s)])
         out.append(table(["tool", "URLs", "runs", "wall s", "req/s", "user+sys CPU s",
-                          "peak RSS MB", "check"], rows))
+                          "peak RSS MB", "nginx CPU %", "check"], rows))
         out.append("")
 
     # Single-URL latency.
@@ -369,6 +390,7 @@ def main():
     m.add_argument("--ok", help="substring every output line must contain")
     m.add_argument("--no-rusage", action="store_true", help="wall time only (no GNU time wrapper)")
     m.add_argument("--delete-stdout", action="store_true")
+    m.add_argument("--server-pids", help="comma-separated pids whose CPU use during the run is recorded")
     m.add_argument("cmd", nargs=argparse.REMAINDER)
 
     r = sub.add_parser("report")

@@ -231,11 +231,16 @@ single_cmd() { # tool
   esac
 }
 
+# nginx worker pids: their CPU use during each run is recorded (nginx CPU % column).
+NGINX_WORKER_PIDS=$(awk -v p="$NGINX_PID" '$2 == "(nginx)" && $4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null | paste -sd, -)
+[ -n "$NGINX_WORKER_PIDS" ] || note "could not find the nginx worker pids; the nginx CPU % column will be empty"
+
 measure() { # results phase tool n run stdout [extra measure flags...] -- (uses CMD, OK)
   local results=$1 phase=$2 tool=$3 n=$4 run=$5 stdout=$6
   shift 6
   python3 "$HARNESS" measure --results "$results" --phase "$phase" --tool "$tool" --n "$n" \
-    --run "$run" --concurrency "$CONCURRENCY" --stdout "$stdout" --ok "$OK" "$@" -- "${CMD[@]}"
+    --run "$run" --concurrency "$CONCURRENCY" --stdout "$stdout" --ok "$OK" \
+    --server-pids "$NGINX_WORKER_PIDS" "$@" -- "${CMD[@]}"
 }
 
 BUSY_START=$(python3 "$HARNESS" cpubusy --seconds 1)   # % of all cores, nginx idle
