@@ -97,10 +97,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ------------------------------------------------------------------ fetchall
 RUN_FETCHALL=1
+BUILT=0
 if [ "$PEERS_ONLY" = 1 ]; then
   RUN_FETCHALL=0
   note "PEERS_ONLY=1: fetchall is neither built nor run; only peers are measured."
 elif [ -z "$FETCHALL_BIN" ]; then
+  BUILT=1
   command -v cargo >/dev/null || die "cargo not found: install Rust, or set FETCHALL_BIN=/path/to/fetchall, or PEERS_ONLY=1"
   log "cargo build --release --locked (in $ROOT)"
   (cd "$ROOT" && cargo build --release --locked) \
@@ -300,8 +302,13 @@ done
 # ------------------------------------------------------------------ report
 kill -0 "$NGINX_PID" 2>/dev/null || note "nginx died during the benchmark; results are suspect"
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-fa_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -z "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] || fa_rev="$fa_rev (dirty)"
+if [ "$BUILT" = 1 ]; then
+  fa_src="built from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [ -z "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] || fa_src="$fa_src (uncommitted changes)"
+else
+  fa_src="prebuilt FETCHALL_BIN"
+fi
+fa_ver=$("$FETCHALL_BIN" --version 2>/dev/null | head -1 || true)
 meta=(
   --meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
   --meta "machine=$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), ${cpu_model:-unknown CPU}, Linux $(uname -r)"
@@ -310,7 +317,7 @@ meta=(
   --meta "curl=$(curl -V | head -1 | cut -d' ' -f1-2)"
 )
 if [ "$RUN_FETCHALL" = 1 ]; then
-  meta+=(--meta "fetchall=$FETCHALL_BIN (git $fa_rev), args: -c $CONCURRENCY $FETCHALL_ARGS")
+  meta+=(--meta "fetchall=${fa_ver:-?} at $FETCHALL_BIN ($fa_src), args: -c $CONCURRENCY $FETCHALL_ARGS")
 else
   meta+=(--meta "fetchall=not run")
 fi
