@@ -364,7 +364,8 @@ def cmd_report(args):
 
     noisy = [r for r in recs if r.get("other_cpu_pct", 0) >= OTHER_CPU_WARN]
     if noisy:
-        out += [f"**{len(noisy)} of {len(recs)} run(s) shared the CPU with other processes** "
+        checked = sum(1 for r in recs if "other_cpu_pct" in r)
+        out += [f"**{len(noisy)} of {checked} run(s) shared the CPU with other processes** "
                 f"(which used {OTHER_CPU_WARN}% of a core or more meanwhile); "
                 "their numbers are noisy. Re-run on an idle machine:", ""]
         for r in noisy[:20]:

@@ -37,6 +37,7 @@
 #   AIOHTTP_VENV=target/bench-venv   venv for the aiohttp peer (created with pip if missing)
 #   NO_INSTALL=0           1 = never call apt-get
 #   KEEP_TMP=0             1 = keep the temp dir (nginx conf, URL lists, outputs)
+#   WAIT_IDLE=0            wait up to this many seconds for other CPU use to stop first
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,6 +62,7 @@ RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 AIOHTTP_VENV=${AIOHTTP_VENV:-$ROOT/target/bench-venv}
 NO_INSTALL=${NO_INSTALL:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+WAIT_IDLE=${WAIT_IDLE:-0}
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '\n*** NOTE: %s\n\n' "$*" >&2; }
@@ -245,6 +247,14 @@ measure() { # results phase tool n run stdout [extra measure flags...] -- (uses 
     --server-pids "$NGINX_WORKER_PIDS" "$@" -- "${CMD[@]}"
 }
 
+if [ "$WAIT_IDLE" -gt 0 ]; then
+  log "waiting up to ${WAIT_IDLE}s for the CPU to be idle (under 10% busy over 5 s)"
+  waited=0
+  while [ "$waited" -lt "$WAIT_IDLE" ]; do
+    [ "$(python3 "$HARNESS" cpubusy --seconds 5)" -lt 10 ] && break
+    waited=$((waited + 5))
+  done
+fi
 BUSY_START=$(python3 "$HARNESS" cpubusy --seconds 1)   # % of all cores, nginx idle
 if [ "$BUSY_START" -gt 10 ]; then
   note "the machine is ${BUSY_START}% busy before starting (other processes): results will be noisy"
