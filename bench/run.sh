@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# fetchall benchmark harness (issue 5). See docs/performance.md.
+#
+#   bash bench/run.sh            # from the crate root, or from anywhere
+#
+# What it does, all against 127.0.0.1 only:
+#   1. installs nginx, curl, GNU time and python3 with apt-get if missing
+#   2. builds fetchall (cargo build --release --locked) unless FETCHALL_BIN is set
+#   3. starts its own nginx (temp dir, free port, 1 worker, access_log off,
+#      keepalive_requests 100000) answering every path with {"ok":true,"n":1}
+#   4. throughput: THROUGHPUT_URLS distinct URLs, fetchall and each peer
+#      alternately, RUNS runs each, concurrency CONCURRENCY
+#   5. single-URL latency: process start to exit, LATENCY_RUNS runs each
+#   6. memory series: fetchall at each of SIZES URLs (peers up to PEERS_MEM_MAX)
+#   7. prints median tables and writes them to bench/results/latest.md
+#      (raw per-run records: bench/results/latest-runs.jsonl)
+# Every run is checked: exit status 0, one output line per URL, every line a 200.
+# The script exits 1 if any check failed.
+#
+# Options (environment variables):
+#   RUNS=5                 throughput runs per tool
+#   CONCURRENCY=50         max in flight (fetchall -c, curl --parallel-max, aiohttp semaphore)
+#   THROUGHPUT_URLS=20000  URLs in the throughput list
+#   SIZES="10000 100000 1000000"   memory series sizes
+#   SKIP_1M=0              1 = drop 1000000 from SIZES
+#   MEM_RUNS=1             runs per tool and size in the memory series
+#   PEERS=curl             peers to compare with: "curl", "curl aiohttp", or "" (none)
+#   PEERS_MEM_MAX=100000   peers join the memory series only up to this size
+#                          (curl at 1M takes ~1 min and ~140 MB; set 1000000 to include it)
+#   LATENCY_RUNS=20        single-URL runs per tool
+#   PEERS_ONLY=0           1 = don't build or run fetchall (test the harness itself)
+#   FETCHALL_BIN=          use this binary and skip the build
+#   FETCHALL_ARGS="--body none -q"   extra fetchall arguments (after FILE -c N)
+#   FETCHALL_OK='"status":200'       substring every fetchall output line must contain
+#   NGINX_WORKERS=1        nginx worker_processes (1 leaves the other core to the client)
+#   RESULTS_DIR=bench/results        where latest.md / latest-runs.jsonl go
+#   AIOHTTP_VENV=target/bench-venv   venv for the aiohttp peer (created with pip if missing)
+#   NO_INSTALL=0           1 = never call apt-get
+#   KEEP_TMP=0             1 = keep the temp dir (nginx conf, URL lists, outputs)
+#   WAIT_IDLE=0            wait up to this many seconds for other CPU use to stop first
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+HARNESS="$HERE/harness.py"
+
+RUNS=${RUNS:-5}
+CONCURRENCY=${CONCURRENCY:-50}
+THROUGHPUT_URLS=${THROUGHPUT_URLS:-20000}
+SIZES=${SIZES:-"10000 100000 1000000"}
+SKIP_1M=${SKIP_1M:-0}
+MEM_RUNS=${MEM_RUNS:-1}
+PEERS=${PEERS-curl}
+PEERS_MEM_MAX=${PEERS_MEM_MAX:-100000}
+LATENCY_RUNS=${LATENCY_RUNS:-20}
+PEERS_ONLY=${PEERS_ONLY:-0}
+FETCHALL_BIN=${FETCHALL_BIN:-}
+FETCHALL_ARGS=${FETCHALL_ARGS:---body none -q}
+FETCHALL_OK=${FETCHALL_OK:-'"status":200'}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
+AIOHTTP_VENV=${AIOHTTP_VENV:-$ROOT/target/bench-venv}
+NO_INSTALL=${NO_INSTALL:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+WAIT_IDLE=${WAIT_IDLE:-0}
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '\n*** NOTE: %s\n\n' "$*" >&2; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 2; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+APT_UPDATED=0
+apt_install() {
+  [ "$NO_INSTALL" = 1 ] && die "missing packages: $* (NO_INSTALL=1 is set)"
+  command -v apt-get >/dev/null || die "missing packages: $* (no apt-get; install them by hand)"
+  if [ "$APT_UPDATED" = 0 ]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  # On a host with systemd this also starts the distro nginx service on port 80;
+  # the benchmark does not use it.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ------------------------------------------------------------------ tools
+find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+missing=()
+[ -n "$(find_nginx)" ] || missing+=(nginx)   # Debian: "nginx" (nginx-light only adds the echo module)
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/time ] || missing+=(time)      # GNU time: user/sys CPU and peak RSS
+command -v python3 >/dev/null || missing+=(python3)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+NGINX=$(find_nginx)
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ------------------------------------------------------------------ fetchall
+RUN_FETCHALL=1
+BUILT=0
+if [ "$PEERS_ONLY" = 1 ]; then
+  RUN_FETCHALL=0
+  note "PEERS_ONLY=1: fetchall is neither built nor run; only peers are measured."
+elif [ -z "$FETCHALL_BIN" ]; then
+  BUILT=1
+  command -v cargo >/dev/null || die "cargo not found: install Rust, or set FETCHALL_BIN=/path/to/fetchall, or PEERS_ONLY=1"
+  log "cargo build --release --locked (in $ROOT)"
+  (cd "$ROOT" && cargo build --release --locked) \
+    || die "cargo build failed; fix the crate, or run with PEERS_ONLY=1 to measure the peers only"
+  FETCHALL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/fetchall"
+fi
+if [ "$RUN_FETCHALL" = 1 ] && [ ! -x "$FETCHALL_BIN" ]; then
+  RUN_FETCHALL=0
+  note "fetchall binary not found at '$FETCHALL_BIN': skipping fetchall, measuring peers only."
+fi
+read -r -a FETCHALL_ARGV <<< "$FETCHALL_ARGS"
+
+TOOLS=()
+[ "$RUN_FETCHALL" = 1 ] && TOOLS+=(fetchall)
+for p in $PEERS; do
+  case $p in
+    curl|aiohttp) TOOLS+=("$p") ;;
+    *) die "unknown peer '$p' (known: curl aiohttp)" ;;
+  esac
+done
+[ ${#TOOLS[@]} -gt 0 ] || die "nothing to run (no fetchall and PEERS is empty)"
+
+if [[ " ${TOOLS[*]} " == *" aiohttp "* ]]; then
+  if ! "$AIOHTTP_VENV/bin/python" -c 'import aiohttp' 2>/dev/null; then
+    log "creating venv with aiohttp in $AIOHTTP_VENV"
+    mkdir -p "$(dirname "$AIOHTTP_VENV")"
+    python3 -m venv "$AIOHTTP_VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$AIOHTTP_VENV"; python3 -m venv "$AIOHTTP_VENV"; }
+    "$AIOHTTP_VENV/bin/pip" install -q --disable-pip-version-check aiohttp
+  fi
+fi
+
+# ------------------------------------------------------------------ nginx
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/fetchall-bench.XXXXXX")
+NGINX_PID=""
+cleanup() {
+  if [ -n "$NGINX_PID" ]; then
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+  fi
+  if [ "$KEEP_TMP" = 1 ]; then echo "kept temp dir: $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+BODY='{"ok":true,"n":1}'
+NGINX_CONNS=$(( $(ulimit -n) - 64 ))     # stay under the fd limit (nginx warns otherwise)
+[ "$NGINX_CONNS" -le 8192 ] || NGINX_CONNS=8192
+NGX="$TMP/nginx"
+mkdir -p "$NGX"
+start_nginx() {
+  local port=$1
+  cat > "$NGX/nginx.conf" <<EOF
+worker_processes $NGINX_WORKERS;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections $NGINX_CONNS; }
+http {
+    access_log off;
+    client_body_temp_path $NGX/client_body;
+    proxy_temp_path $NGX/proxy;
+    fastcgi_temp_path $NGX/fastcgi;
+    uwsgi_temp_path $NGX/uwsgi;
+    scgi_temp_path $NGX/scgi;
+    keepalive_requests 100000;
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$port;
+        default_type application/json;
+        location / { return 200 '$BODY'; }
+    }
+}
+EOF
+  local eflag=()
+  "$NGINX" -h 2>&1 | grep -q -- '-e filename' && eflag=(-e "$NGX/error.log")
+  "$NGINX" -p "$NGX" "${eflag[@]}" -c "$NGX/nginx.conf" -g 'daemon off;' &
+  NGINX_PID=$!
+  local i
+  for i in $(seq 1 50); do
+    kill -0 "$NGINX_PID" 2>/dev/null || { wait "$NGINX_PID" 2>/dev/null || true; NGINX_PID=""; return 1; }
+    if [ "$(curl -s --max-time 1 "http://127.0.0.1:$port/item/0" 2>/dev/null || true)" = "$BODY" ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; NGINX_PID=""
+  return 1
+}
+PORT=""
+for attempt in 1 2 3 4 5; do
+  p=$(python3 "$HARNESS" freeport)
+  if start_nginx "$p"; then PORT=$p; break; fi
+  echo "nginx did not come up on port $p (attempt $attempt)" >&2
+  tail -5 "$NGX/error.log" >&2 2>/dev/null || true
+done
+[ -n "$PORT" ] || die "could not start nginx"
+BASE="http://127.0.0.1:$PORT"
+log "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (pid $NGINX_PID) serving $BODY on $BASE"
+
+# ------------------------------------------------------------------ helpers
+RESULTS="$TMP/runs.jsonl"
+: > "$RESULTS"
+OUT="$TMP/out"
+mkdir -p "$OUT"
+
+gen_urls() { # n [with-curl-config]
+  local n=$1 cfg=()
+  [ "${2:-}" = curl ] && cfg=(--curl-config "$TMP/curl-$n.cfg")
+  [ -s "$TMP/urls-$n.txt" ] && { [ ${#cfg[@]} -eq 0 ] || [ -s "$TMP/curl-$n.cfg" ]; } && return 0
+  python3 "$HARNESS" genurls --base "$BASE" --n "$n" --out "$TMP/urls-$n.txt" "${cfg[@]}"
+}
+
+# Sets CMD (array) and OK (substring every output line must contain).
+bulk_cmd() { # tool n
+  local tool=$1 n=$2
+  case $tool in
+    fetchall) CMD=("$FETCHALL_BIN" "$TMP/urls-$n.txt" -c "$CONCURRENCY" "${FETCHALL_ARGV[@]}"); OK=$FETCHALL_OK ;;
+    curl) CMD=(curl --parallel --parallel-max "$CONCURRENCY" -s --no-progress-meter
+                -w '%{json}\n' --config "$TMP/curl-$n.cfg"); OK='"http_code":200' ;;
+    aiohttp) CMD=("$AIOHTTP_VENV/bin/python" "$HERE/peers/aiohttp_fetch.py" "$TMP/urls-$n.txt"
+                  -c "$CONCURRENCY" --body none -q); OK='"status":200' ;;
+  esac
+}
+single_cmd() { # tool
+  case $1 in
+    fetchall) CMD=("$FETCHALL_BIN" "$TMP/urls-1.txt" "${FETCHALL_ARGV[@]}"); OK=$FETCHALL_OK ;;
+    curl) CMD=(curl -s "$BASE/item/1"); OK='"ok":true' ;;
+    aiohttp) CMD=("$AIOHTTP_VENV/bin/python" "$HERE/peers/aiohttp_fetch.py" "$TMP/urls-1.txt" -q); OK='"status":200' ;;
+  esac
+}
+
+# nginx worker pids: their CPU use during each run is recorded (nginx CPU % column).
+NGINX_WORKER_PIDS=$(awk -v p="$NGINX_PID" '$2 == "(nginx)" && $4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null | paste -sd, -)
+[ -n "$NGINX_WORKER_PIDS" ] || note "could not find the nginx worker pids; the nginx CPU % column will be empty"
+
+measure() { # results phase tool n run stdout [extra measure flags...] -- (uses CMD, OK)
+  local results=$1 phase=$2 tool=$3 n=$4 run=$5 stdout=$6
+  shift 6
+  python3 "$HARNESS" measure --results "$results" --phase "$phase" --tool "$tool" --n "$n" \
+    --run "$run" --concurrency "$CONCURRENCY" --stdout "$stdout" --ok "$OK" \
+    --server-pids "$NGINX_WORKER_PIDS" "$@" -- "${CMD[@]}"
+}
+
+if [ "$WAIT_IDLE" -gt 0 ]; then
+  log "waiting up to ${WAIT_IDLE}s for the CPU to be idle (under 10% busy over 5 s)"
+  waited=0
+  while [ "$waited" -lt "$WAIT_IDLE" ]; do
+    [ "$(python3 "$HARNESS" cpubusy --seconds 5)" -lt 10 ] && break
+    waited=$((waited + 5))
+  done
+fi
+BUSY_START=$(python3 "$HARNESS" cpubusy --seconds 1)   # % of all cores, nginx idle
+if [ "$BUSY_START" -gt 10 ]; then
+  note "the machine is ${BUSY_START}% busy before starting (other processes): results will be noisy"
+fi
+
+# ------------------------------------------------------------------ throughput
+N=$THROUGHPUT_URLS
+gen_urls "$N" curl
+log "warm-up: one unrecorded run per tool ($N URLs)"
+for tool in "${TOOLS[@]}"; do
+  bulk_cmd "$tool" "$N"
+  measure "$TMP/warmup.jsonl" warmup "$tool" "$N" 0 "$OUT/warmup-$tool.out" --delete-stdout
+done
+
+log "throughput: $N URLs, concurrency $CONCURRENCY, $RUNS runs per tool, alternating"
+for run in $(seq 1 "$RUNS"); do
+  for tool in "${TOOLS[@]}"; do
+    bulk_cmd "$tool" "$N"
+    measure "$RESULTS" throughput "$tool" "$N" "$run" "$OUT/throughput-$tool-$run.out"
+  done
+done
+
+# ------------------------------------------------------------------ latency
+log "single-URL latency: $LATENCY_RUNS runs per tool, alternating (wall time only)"
+gen_urls 1
+for run in $(seq 1 "$LATENCY_RUNS"); do
+  for tool in "${TOOLS[@]}"; do
+    single_cmd "$tool"
+    measure "$RESULTS" latency "$tool" 1 "$run" "$OUT/latency-$tool.out" --no-rusage
+  done
+done
+
+# ------------------------------------------------------------------ memory series
+sizes=()
+for n in $SIZES; do
+  [ "$SKIP_1M" = 1 ] && [ "$n" -ge 1000000 ] && continue
+  sizes+=("$n")
+done
+log "memory series: sizes ${sizes[*]:-none}, $MEM_RUNS run(s) each; peers up to $PEERS_MEM_MAX URLs"
+for n in "${sizes[@]}"; do
+  mem_tools=()
+  for tool in "${TOOLS[@]}"; do
+    if [ "$tool" = fetchall ] || [ "$n" -le "$PEERS_MEM_MAX" ]; then mem_tools+=("$tool"); fi
+  done
+  if [[ " ${mem_tools[*]} " == *" curl "* ]]; then gen_urls "$n" curl; else gen_urls "$n"; fi
+  for run in $(seq 1 "$MEM_RUNS"); do
+    for tool in "${mem_tools[@]}"; do
+      bulk_cmd "$tool" "$n"
+      measure "$RESULTS" memory "$tool" "$n" "$run" "$OUT/memory-$tool-$n.out" --delete-stdout
+    done
+  done
+  [ "$n" = "$N" ] || rm -f "$TMP/urls-$n.txt" "$TMP/curl-$n.cfg"
+done
+
+# ------------------------------------------------------------------ report
+kill -0 "$NGINX_PID" 2>/dev/null || note "nginx died during the benchmark; results are suspect"
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+if [ "$BUILT" = 1 ]; then
+  fa_src="built from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [ -z "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] || fa_src="$fa_src (uncommitted changes)"
+else
+  fa_src="prebuilt FETCHALL_BIN"
+fi
+fa_ver=$("$FETCHALL_BIN" --version 2>/dev/null | head -1 || true)
+meta=(
+  --meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  --meta "machine=$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), ${cpu_model:-unknown CPU}, Linux $(uname -r)"
+  --meta "server=nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), worker_processes $NGINX_WORKERS, 127.0.0.1, body ${#BODY} B"
+  --meta "other CPU load=${BUSY_START}% of all cores in the 1 s before the runs"
+  --meta "curl=$(curl -V | head -1 | cut -d' ' -f1-2)"
+)
+if [ "$RUN_FETCHALL" = 1 ]; then
+  meta+=(--meta "fetchall=${fa_ver:-?} at $FETCHALL_BIN ($fa_src), args: -c $CONCURRENCY $FETCHALL_ARGS")
+else
+  meta+=(--meta "fetchall=not run")
+fi
+[[ " ${TOOLS[*]} " == *" aiohttp "* ]] && meta+=(--meta "aiohttp=$("$AIOHTTP_VENV/bin/python" -c 'import sys, aiohttp; print(aiohttp.__version__, "on Python", sys.version.split()[0])')")
+meta+=(--meta "parameters=RUNS=$RUNS CONCURRENCY=$CONCURRENCY THROUGHPUT_URLS=$N LATENCY_RUNS=$LATENCY_RUNS MEM_RUNS=$MEM_RUNS SIZES=${sizes[*]:-none}")
+
+mkdir -p "$RESULTS_DIR"
+cp "$RESULTS" "$RESULTS_DIR/latest-runs.jsonl"
+log "results (also in $RESULTS_DIR/latest.md)"
+status=0
+python3 "$HARNESS" report --results "$RESULTS" --md "$RESULTS_DIR/latest.md" "${meta[@]}" || status=$?
+[ "$status" = 0 ] || note "some runs failed their check (see above); exit status 1"
+exit "$status"
