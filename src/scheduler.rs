@@ -169,11 +169,12 @@ pub(crate) async fn dispatch(
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
-            let (mut record, slot) = run_request(&ctx, job.seq, job.line, &request, slot).await;
-            record.host_rate = ctx.gate.host_rate(&host);
-            // A send error means the reader is gone; the record has nowhere to go.
-            let _ = records.send(record).await;
-            drop(slot);
+            // Boxed: a job's (large) running state is allocated once it starts, so a job
+            // waiting in the lookahead costs a small task, not a whole request's worth.
+            Box::pin(run_job(
+                ctx, job.seq, job.line, request, host, slot, records,
+            ))
+            .await;
             drop::<OwnedSemaphorePermit>(alive);
         });
     }
@@ -184,6 +185,24 @@ pub(crate) async fn dispatch(
             done.len()
         );
     }
+}
+
+/// Run an admitted job to its record and hand that to the output.
+async fn run_job(
+    ctx: Arc<Context>,
+    seq: u64,
+    line: u64,
+    request: Request,
+    host: HostKey,
+    slot: Slot,
+    records: mpsc::Sender<Record>,
+) {
+    let (mut record, slot) = run_request(&ctx, seq, line, &request, slot).await;
+    record.host_rate = ctx.gate.host_rate(&host);
+    // A send error means the reader is gone; the record has nowhere to go. The slot is held
+    // until the record is handed over, so a slow reader slows the fetching.
+    let _ = records.send(record).await;
+    drop(slot);
 }
 
 /// Attempt `request` until it succeeds, fails for good, runs out of retries, or the run stops.

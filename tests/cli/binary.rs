@@ -298,3 +298,21 @@ fn demo_replays_the_three_lessons() {
     assert_eq!(recs.iter().filter(|r| kind(r) == "http_status").count(), 1);
     assert_eq!(recs.iter().filter(|r| r["ok"] == true).count(), 2);
 }
+
+/// `--threads`: one thread (the default), one per core, or a fixed count; every count runs
+/// the same pipeline, so each gives one ok record per line and keeps the in-flight cap.
+#[test]
+fn any_runtime_thread_count_gives_the_same_records() {
+    for threads in ["1", "0", "3"] {
+        let server = Server::start_in_background();
+        let input: String = (0..200)
+            .map(|i| server.url(&format!("/delay/5?i={i}")) + "\n")
+            .collect();
+        let out = run(&["-c", "16", "--threads", threads], &input);
+        assert_eq!(out.status.code(), Some(0), "--threads {threads}");
+        let recs = by_seq(records(&out.stdout));
+        assert_eq!(recs.len(), 200, "--threads {threads}");
+        assert!(recs.iter().all(|r| r["ok"] == true), "--threads {threads}");
+        assert!(server.max_in_flight() <= 16, "--threads {threads}");
+    }
+}
