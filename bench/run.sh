@@ -30,7 +30,7 @@
 #   LATENCY_RUNS=20        single-URL runs per tool
 #   PEERS_ONLY=0           1 = don't build or run fetchall (test the harness itself)
 #   FETCHALL_BIN=          use this binary and skip the build
-#   FETCHALL_ARGS="--body none -q"   extra fetchall arguments (after FILE -c N)
+#   FETCHALL_ARGS="-q"     extra fetchall arguments (after FILE -c N); full records, body included
 #   FETCHALL_OK='"status":200'       substring every fetchall output line must contain
 #   NGINX_WORKERS=1        nginx worker_processes (1 leaves the other core to the client)
 #   RESULTS_DIR=bench/results        where latest.md / latest-runs.jsonl go
@@ -55,7 +55,7 @@ PEERS_MEM_MAX=${PEERS_MEM_MAX:-100000}
 LATENCY_RUNS=${LATENCY_RUNS:-20}
 PEERS_ONLY=${PEERS_ONLY:-0}
 FETCHALL_BIN=${FETCHALL_BIN:-}
-FETCHALL_ARGS=${FETCHALL_ARGS:---body none -q}
+FETCHALL_ARGS=${FETCHALL_ARGS:--q}
 FETCHALL_OK=${FETCHALL_OK:-'"status":200'}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
@@ -224,7 +224,7 @@ bulk_cmd() { # tool n
     curl) CMD=(curl --parallel --parallel-max "$CONCURRENCY" -s --no-progress-meter
                 -w '%{json}\n' --config "$TMP/curl-$n.cfg"); OK='"http_code":200' ;;
     aiohttp) CMD=("$AIOHTTP_VENV/bin/python" "$HERE/peers/aiohttp_fetch.py" "$TMP/urls-$n.txt"
-                  -c "$CONCURRENCY" --body none -q); OK='"status":200' ;;
+                  -c "$CONCURRENCY" --body auto -q); OK='"status":200' ;;
   esac
 }
 single_cmd() { # tool
