@@ -10,7 +10,7 @@
 //!   one quota and thrown away when another refuses. governor's check tests and takes in one
 //!   step, but it keeps its state in a [`StateStore`], a public trait: governor computes the
 //!   decision and the new theoretical arrival time (TAT), and hands both to the store, whose
-//!   job is to save the TAT. [`TatStore`] holds one TAT and is keyed by [`Op`]: for
+//!   job is to save the TAT. `TatStore` holds one TAT and is keyed by `Op`: for
 //!   `Op::Peek` it returns governor's decision and throws the new TAT away, for `Op::Take` it
 //!   saves it. One limiter, one state, governor's arithmetic either way.
 //! - **The automatic burst** ([`auto_burst`]), so late timer wake-ups do not lower the rate.
