@@ -332,7 +332,7 @@ pub struct Settings {
     pub concurrency: NonZeroUsize,
     /// Stacked rate limits on request starts; empty means unlimited.
     pub rates: Vec<Rate>,
-    /// The burst of every quota; `None` picks one per quota (see `gcra::auto_burst`).
+    /// The burst of every quota; `None` picks one per quota (see `quota::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub timeout: Duration,
     pub connect_timeout: Duration,

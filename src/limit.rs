@@ -1,14 +1,15 @@
 //! Limits: the gate every request start passes. It owns the in-flight caps (global and per
-//! host), the rate quotas (global and per host, stacked, GCRA), host pauses (`Retry-After`)
-//! and the adaptive per-host rate, and it decides which waiting request starts next.
+//! host), the rate quotas (global and per host, stacked; each a governor GCRA limiter, see
+//! `quota`), host pauses (`Retry-After`) and the adaptive per-host rate, and it decides which
+//! waiting request starts next.
 //!
 //! Requests wait in per-host FIFO queues ([`Gate::enqueue`], [`Gate::admit`]). One driver
 //! task hands out [`Slot`]s: it visits the hosts that have waiters round robin and starts the
 //! head of a host's queue when, at that instant, a global slot is free, the host is under its
 //! own cap and not paused, and every quota that applies (each global one, each per-host one,
-//! the adaptive one) would accept a cell. Only then does it take a cell from all of them, at
-//! the same instant (each quota is peeked first: see `gcra`), so a cell is never taken early
-//! and used late, and never wasted. A host that must wait goes to a timer heap and does not
+//! the adaptive one) would accept a cell. Only then does it take a cell from all of them,
+//! right away (each quota is peeked first: see `quota`), so a cell is never taken early and
+//! used late, and never wasted. A host that must wait goes to a timer heap and does not
 //! hold up the hosts behind it; that is why one slow host cannot stall the others.
 //!
 //! Idle hosts are forgotten (a sweep once a second drops hosts with nothing queued, nothing in
@@ -25,9 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::Settings;
-use crate::gcra::Gcra;
 use crate::host::HostKey;
 use crate::pushback::{self, Aimd};
+use crate::quota::Quota;
 use crate::units::Rate;
 
 /// How often idle hosts are swept out of the host map.
@@ -49,7 +50,7 @@ pub struct Limits {
     pub rates: Vec<Rate>,
     pub per_host_concurrency: Option<NonZeroUsize>,
     pub per_host_rates: Vec<Rate>,
-    /// `None`: the automatic burst of each quota (see `gcra::auto_burst`).
+    /// `None`: the automatic burst of each quota (see `quota::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub adaptive: bool,
     /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
@@ -98,7 +99,7 @@ pub struct Slot {
 
 impl Slot {
     /// The instant the gate admitted the request: its start, as far as every limit is
-    /// concerned (the cells were taken at this instant).
+    /// concerned (read right after its cells were taken, so never before them).
     pub fn granted_at(&self) -> Instant {
         self.granted_at
     }
@@ -128,7 +129,7 @@ impl Ticket {
 
 struct State {
     limits: Limits,
-    global: Vec<Gcra>,
+    global: Vec<Quota>,
     in_flight: usize,
     /// Boxed so the table itself stays small when it grows and shrinks with host churn.
     hosts: HashMap<HostKey, Box<Host>>,
@@ -141,10 +142,10 @@ struct State {
 }
 
 struct Host {
-    quotas: Vec<Gcra>,
+    quotas: Vec<Quota>,
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     aimd: Option<Aimd>,
-    adaptive_quota: Option<Gcra>,
+    adaptive_quota: Option<Quota>,
     in_flight: usize,
     paused_until: Option<Instant>,
     waiters: VecDeque<oneshot::Sender<Slot>>,
@@ -165,13 +166,14 @@ impl Host {
                 .quotas
                 .iter()
                 .chain(&self.adaptive_quota)
-                .all(|q| q.is_full(now))
+                .all(Quota::is_full)
     }
 }
 
 struct Grant {
     tx: oneshot::Sender<Slot>,
     host: HostKey,
+    granted_at: Instant,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
@@ -186,16 +188,16 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 impl Gate {
     /// A gate enforcing `limits`; spawns its driver on the current tokio runtime.
     pub fn new(limits: Limits) -> Gate {
-        let global: Vec<Gcra> = limits
+        let global: Vec<Quota> = limits
             .rates
             .iter()
-            .map(|r| Gcra::new(*r, limits.burst))
+            .map(|r| Quota::new(*r, limits.burst))
             .collect();
         for (rate, q) in limits.rates.iter().zip(&global) {
             tracing::info!("rate {rate}: burst {}", q.burst());
         }
         for rate in &limits.per_host_rates {
-            let q = Gcra::new(*rate, limits.burst);
+            let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
         }
         let shared = Arc::new(Shared {
@@ -237,12 +239,12 @@ impl Gate {
         {
             let mut st = lock(&self.shared);
             let now = Instant::now();
-            if st.start_at_once(host, now) {
+            if let Some(granted_at) = st.start_at_once(host, now) {
                 drop(st);
                 let slot = Slot {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
-                    granted_at: now,
+                    granted_at,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));
@@ -323,26 +325,18 @@ impl Gate {
         };
         let rate = aimd.rate();
         if changed {
-            h.adaptive_quota = match (rate, h.adaptive_quota.take()) {
-                (None, _) => None,
-                (Some(r), q) => {
-                    let interval = Duration::from_secs_f64(1.0 / r);
-                    let mut q = q.unwrap_or_else(|| {
-                        let per_one = Rate {
-                            count: NonZeroU32::MIN,
-                            per: interval,
-                        };
-                        Gcra::new(per_one, burst)
-                    });
-                    q.set_interval(interval, burst);
-                    if status == Some(429) {
-                        // The next start comes a full new interval after the one that was
-                        // refused, not at once.
-                        q.defer_to(slot.granted_at + interval);
-                    }
-                    Some(q)
+            h.adaptive_quota = rate.map(|r| {
+                let interval = Duration::from_secs_f64(1.0 / r);
+                // After a cut, the next start comes a full new interval after the one that
+                // was refused, not at once.
+                let defer_to = (status == Some(429)).then(|| slot.granted_at + interval);
+                // A governor quota is fixed for its limiter: a new rate is a new limiter that
+                // takes over the old one's schedule (its TAT).
+                match h.adaptive_quota.take() {
+                    Some(q) => q.reshape(interval, burst, defer_to),
+                    None => Quota::scheduled(interval, burst, defer_to),
                 }
-            };
+            });
         }
         rate
     }
@@ -382,25 +376,7 @@ impl Drop for Gate {
 
 impl State {
     fn host_mut(&mut self, key: &HostKey, now: Instant) -> &mut Host {
-        let limits = &self.limits;
-        self.hosts.entry(key.clone()).or_insert_with(|| {
-            Box::new(Host {
-                quotas: limits
-                    .per_host_rates
-                    .iter()
-                    .map(|r| Gcra::new(*r, limits.burst))
-                    .collect(),
-                aimd: limits
-                    .adaptive
-                    .then(|| Aimd::new(limits.adaptive_ceiling())),
-                adaptive_quota: None,
-                in_flight: 0,
-                paused_until: None,
-                waiters: VecDeque::new(),
-                queued: false,
-                last_active: now,
-            })
-        })
+        host_entry(&mut self.hosts, &self.limits, key, now)
     }
 
     fn release(&mut self, key: &HostKey) {
@@ -423,34 +399,39 @@ impl State {
 
     /// Start a request to `key` right now if nothing else is waiting and every limit allows
     /// it (the common case without contention, which then skips a round trip through the
-    /// driver). Returns whether it did.
-    fn start_at_once(&mut self, key: &HostKey, now: Instant) -> bool {
+    /// driver). Returns the instant it started, if it did.
+    fn start_at_once(&mut self, key: &HostKey, now: Instant) -> Option<Instant> {
         if !self.ready.is_empty()
             || self.in_flight >= self.limits.concurrency.get()
-            || not_ready(self.global.iter(), now).is_some()
+            || not_ready(self.global.iter()).is_some()
         {
-            return false;
+            return None;
         }
         let cap = self.limits.per_host_concurrency;
-        let h = self.host_mut(key, now);
+        // Not `host_mut`: the global quotas are taken below while `h` is held.
+        let h = host_entry(&mut self.hosts, &self.limits, key, now);
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
             && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(h.quotas.iter().chain(&h.adaptive_quota), now).is_none();
+            && not_ready(h.quotas.iter().chain(&h.adaptive_quota)).is_none();
         if !free {
-            return false;
+            return None;
         }
-        for q in h.quotas.iter_mut().chain(&mut h.adaptive_quota) {
-            q.take(now);
+        let quotas = self
+            .global
+            .iter_mut()
+            .chain(&mut h.quotas)
+            .chain(&mut h.adaptive_quota);
+        if take_all(quotas).is_err() {
+            // Then it waits in the queue like any other request.
+            return None;
         }
+        let granted_at = Instant::now();
         h.in_flight += 1;
-        h.last_active = now;
-        for q in self.global.iter_mut() {
-            q.take(now);
-        }
+        h.last_active = granted_at;
         self.in_flight += 1;
-        true
+        Some(granted_at)
     }
 
     /// Start everything that may start at `now`; return when to look again (and whether that
@@ -469,7 +450,7 @@ impl State {
             if self.in_flight >= self.limits.concurrency.get() {
                 break;
             }
-            if let Some(wait) = not_ready(self.global.iter(), now) {
+            if let Some(wait) = not_ready(self.global.iter()) {
                 global_wait = Some(wait);
                 break;
             }
@@ -503,25 +484,31 @@ impl State {
                 // `release` puts the host back in `ready` when one of its requests ends.
                 continue;
             }
-            if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota), now) {
+            if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
                 h.queued = true;
                 self.timed.push(Reverse((at, precise, key)));
                 continue;
             }
-            // Everything accepts at `now`: take every cell at this one instant.
-            for q in self.global.iter_mut() {
-                q.take(now);
+            // Everything accepts: take every cell, at once.
+            let quotas = self
+                .global
+                .iter_mut()
+                .chain(&mut h.quotas)
+                .chain(&mut h.adaptive_quota);
+            if let Err(at) = take_all(quotas) {
+                h.queued = true;
+                self.timed.push(Reverse((at, false, key)));
+                continue;
             }
-            for q in h.quotas.iter_mut().chain(&mut h.adaptive_quota) {
-                q.take(now);
-            }
+            let granted_at = Instant::now();
             self.in_flight += 1;
             h.in_flight += 1;
-            h.last_active = now;
+            h.last_active = granted_at;
             if let Some(tx) = h.waiters.pop_front() {
                 grants.push(Grant {
                     tx,
                     host: key.clone(),
+                    granted_at,
                 });
             }
             if !h.waiters.is_empty() {
@@ -571,40 +558,85 @@ impl State {
     }
 }
 
-/// When every quota in `quotas` accepts at `now`: `None`; otherwise the first instant they
-/// all would (the latest of their ready times), and whether waiting for it must be precise
-/// (the quota that decides it has no tolerance for a late wake-up).
-fn not_ready<'a>(quotas: impl Iterator<Item = &'a Gcra>, now: Instant) -> Option<(Instant, bool)> {
+/// `key`'s state, made fresh if the host is new (or was forgotten).
+fn host_entry<'a>(
+    hosts: &'a mut HashMap<HostKey, Box<Host>>,
+    limits: &Limits,
+    key: &HostKey,
+    now: Instant,
+) -> &'a mut Host {
+    hosts.entry(key.clone()).or_insert_with(|| {
+        Box::new(Host {
+            quotas: limits
+                .per_host_rates
+                .iter()
+                .map(|r| Quota::new(*r, limits.burst))
+                .collect(),
+            aimd: limits
+                .adaptive
+                .then(|| Aimd::new(limits.adaptive_ceiling())),
+            adaptive_quota: None,
+            in_flight: 0,
+            paused_until: None,
+            waiters: VecDeque::new(),
+            queued: false,
+            last_active: now,
+        })
+    })
+}
+
+/// When every quota in `quotas` accepts now (each is peeked): `None`; otherwise the first
+/// instant they all would (the latest of their ready times), and whether waiting for it must
+/// be precise (the quota that decides it has no tolerance for a late wake-up).
+fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<(Instant, bool)> {
     let mut wait: Option<(Instant, bool)> = None;
     for q in quotas {
-        if q.conforms(now) {
+        let Err(w) = q.peek() else {
             continue;
-        }
-        let at = q.ready_at().unwrap_or(now);
-        let precise = q.tolerance() < SPIN && q.interval() >= SPIN_MIN_INTERVAL;
-        if wait.is_none_or(|(w, _)| at > w) {
-            wait = Some((at, precise));
+        };
+        let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
+        if wait.is_none_or(|(at, _)| w.until > at) {
+            wait = Some((w.until, precise));
         }
     }
     wait
+}
+
+/// Take a cell from each of `quotas`, all of which just said yes to a peek. A take cannot
+/// refuse after a yes (time only moves forward, and nothing else took a cell in between: the
+/// gate's lock is held), but if one does, the rest are not taken and the caller gets when to
+/// look again; the cells already taken are lost, which errs on the polite side.
+fn take_all<'a>(quotas: impl Iterator<Item = &'a mut Quota>) -> Result<(), Instant> {
+    for q in quotas {
+        if let Err(w) = q.take() {
+            tracing::warn!("a rate quota refused a cell it had just accepted");
+            return Err(w.until);
+        }
+    }
+    Ok(())
 }
 
 /// The gate's driver: grant what can start, sleep until something changes, repeat.
 async fn drive(shared: Arc<Shared>) {
     let mut grants = Vec::new();
     loop {
-        let granted_at = Instant::now();
+        let now = Instant::now();
         let wake = {
             let mut st = lock(&shared);
             if st.closed {
                 return;
             }
-            if granted_at.duration_since(st.last_sweep) >= SWEEP_EVERY {
-                st.sweep(granted_at);
+            if now.duration_since(st.last_sweep) >= SWEEP_EVERY {
+                st.sweep(now);
             }
-            st.step(granted_at, &mut grants)
+            st.step(now, &mut grants)
         };
-        for Grant { tx, host } in grants.drain(..) {
+        for Grant {
+            tx,
+            host,
+            granted_at,
+        } in grants.drain(..)
+        {
             let slot = Slot {
                 shared: Arc::clone(&shared),
                 host,
