@@ -18,7 +18,7 @@
 # The script exits 1 if any check failed.
 #
 # Options (environment variables):
-#   RUNS=5                 throughput runs per tool
+#   RUNS=9                 throughput runs per tool
 #   CONCURRENCY=50         max in flight (fetchall -c, curl --parallel-max, aiohttp semaphore)
 #   THROUGHPUT_URLS=20000  URLs in the throughput list
 #   SIZES="10000 100000 1000000"   memory series sizes
@@ -44,7 +44,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 HARNESS="$HERE/harness.py"
 
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-9}
 CONCURRENCY=${CONCURRENCY:-50}
 THROUGHPUT_URLS=${THROUGHPUT_URLS:-20000}
 SIZES=${SIZES:-"10000 100000 1000000"}

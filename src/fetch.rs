@@ -44,6 +44,9 @@ pub fn client(settings: &Settings) -> Result<reqwest::Client, crate::Error> {
         .read_timeout(settings.read_timeout)
         .pool_max_idle_per_host(settings.concurrency.get())
         .redirect(redirect)
+        // fetchall retries by its own rules (retry.rs), each retry paced by the gate; reqwest's
+        // own retry layer (HTTP/2 refusals, with a budget to keep) would retry behind its back.
+        .retry(reqwest::retry::never())
         .tcp_nodelay(true)
         .danger_accept_invalid_certs(settings.insecure)
         .dns_resolver(Arc::new(SystemResolver));
