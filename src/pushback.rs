@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::retry::parse_retry_after;
+
 /// Multiplicative decrease: a 429 multiplies the host's rate by this.
 pub const DECREASE: f64 = 0.5;
 /// Additive increase: each successful response adds this many requests per second.
@@ -18,17 +20,6 @@ pub const MIN_RATE: f64 = 0.1;
 /// With no rate configured for the host, a first 429 cuts from this rate (so to 5/s), and the
 /// host is unlimited again once additive increase brings it back here.
 pub const UNLIMITED_START: f64 = 10.0;
-
-/// The wait a `Retry-After` header asks for: delta-seconds or an HTTP date (RFC 9110 10.2.3).
-/// `None` when the value is neither.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(u64::from(u32::MAX))));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
 
 /// Does this response ask the host to pause, and until when? (429 or 503 with a valid
 /// `Retry-After`.) The pause is capped at `max` (`--max-retry-wait`, the longest wait the user
@@ -110,15 +101,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-1", now), None);
+    fn pauses_only_on_429_or_503_with_retry_after() {
         let t = Instant::now();
         let max = Duration::from_secs(60);
         assert_eq!(pause_until(200, Some("3"), t, max), None);

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::server::{Server, max_in_window};
-use crate::support::{records, run};
+use crate::support::{max_in_window_f, records, run};
 
 #[test]
 fn in_flight_cap_is_reached_and_never_exceeded() {
@@ -92,16 +92,4 @@ fn stacked_rates_all_apply() {
     starts.sort_by(f64::total_cmp);
     assert!(starts[11] - starts[0] >= 500.0 * 0.99, "{starts:?}");
     assert!(max_in_window_f(&starts.iter().map(|s| s / 1000.0).collect::<Vec<_>>(), 0.25) <= 7);
-}
-
-fn max_in_window_f(sorted: &[f64], w: f64) -> usize {
-    let mut best = 0;
-    let mut lo = 0;
-    for hi in 0..sorted.len() {
-        while sorted[hi] - sorted[lo] > w {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
 }

@@ -14,7 +14,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use crate::server::{Server, max_in_window};
-use crate::support::{records, run};
+use crate::support::{max_in_window_f, records, run};
 
 /// Loopback scheduling jitter allowed between a start and its arrival at the server.
 const JITTER: f64 = 0.02;
@@ -28,18 +28,6 @@ fn starts(recs: &[Value], prefix: &str) -> Vec<f64> {
         .collect();
     v.sort_by(f64::total_cmp);
     v
-}
-
-fn max_in_window_f(sorted: &[f64], w: f64) -> usize {
-    let mut best = 0;
-    let mut lo = 0;
-    for hi in 0..sorted.len() {
-        while sorted[hi] - sorted[lo] > w {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
 }
 
 /// `burst + rate*W` exactly at the client, with jitter slack at the server.

@@ -146,3 +146,17 @@ pub fn run_measured(args: &[&str], stdin: &str) -> Measured {
         wall,
     }
 }
+
+/// The most of `sorted` (instants in seconds, ascending) that fall in any window of `w`
+/// seconds, ends included.
+pub fn max_in_window_f(sorted: &[f64], w: f64) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..sorted.len() {
+        while sorted[hi] - sorted[lo] > w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
