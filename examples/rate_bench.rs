@@ -235,7 +235,7 @@ fn max_in_window(times: &[f64], w: f64) -> usize {
 fn svg(outcomes: &[&Outcome]) -> String {
     let (pw, ph, pad) = (220.0, 200.0, 40.0);
     let width = pad + outcomes.len() as f64 * (pw + pad);
-    let height = 2.0 * ph + 3.5 * pad;
+    let height = 2.0 * ph + 3.5 * pad + 14.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -244,11 +244,11 @@ fn svg(outcomes: &[&Outcome]) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{pad}" y="16" font-size="13">Top: arrivals at the server, cumulative (blue) vs target rate×t (dashed red). Bottom: arrivals per second in 40 bins (blue) vs the target rate (dashed red). fetchall --rate R, default burst.</text>"#
+        r#"<text x="{pad}" y="16" font-size="13">fetchall --rate R, default burst. Top: arrivals at the server, cumulative (blue), and the bound burst + R×t (dashed red).</text><text x="{pad}" y="30" font-size="13">Bottom: arrivals per second (blue) in bins of a whole number of intervals, and R (dashed red).</text>"#
     );
     for (i, o) in outcomes.iter().enumerate() {
         let x0 = pad + i as f64 * (pw + pad);
-        let y0 = pad;
+        let y0 = pad + 14.0;
         let t_max = o.arrivals.last().copied().unwrap_or(1.0).max(1e-3);
         let n_max = o.arrivals.len() as f64;
         let sx = |t: f64| x0 + t / t_max * pw;
@@ -269,15 +269,16 @@ fn svg(outcomes: &[&Outcome]) -> String {
             s,
             r##"<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##
         );
-        // Target: rate*t from the first arrival.
-        let t_end = (n_max / o.rate).min(t_max);
+        // The bound: burst + rate*t from the first arrival.
+        let burst = o.burst as f64;
+        let t_end = ((n_max - burst) / o.rate).clamp(0.0, t_max);
         let _ = writeln!(
             s,
             r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,4"/>"##,
             sx(0.0),
-            sy(0.0),
+            sy(burst),
             sx(t_end),
-            sy(o.rate * t_end)
+            sy(burst + o.rate * t_end)
         );
         let err = (o.mean - o.rate) / o.rate * 100.0;
         let _ = writeln!(
@@ -318,13 +319,20 @@ fn svg(outcomes: &[&Outcome]) -> String {
             o.arrivals.len()
         );
 
-        // Bottom panel: the rate in 40 bins, y from 0 to twice the target.
+        // Bottom panel: the rate per bin, y from 0 to twice the target. A bin is a whole number
+        // of intervals (about 40 bins in all), so a perfectly paced run draws a flat line
+        // instead of aliasing between 1 and 2 arrivals per bin; bins start half an interval
+        // early, so an arrival a little late or early stays in its bin. The partial last bin
+        // is left out.
         let y1 = y0 + ph + pad;
-        let bins = 40usize;
-        let width_s = t_max / bins as f64;
+        let per_bin = (o.rate * t_max / 40.0).ceil().max(1.0);
+        let width_s = per_bin / o.rate;
+        let bins = ((t_max / width_s).floor() as usize).max(1);
         let mut counts = vec![0usize; bins];
         for t in &o.arrivals {
-            counts[((t / width_s) as usize).min(bins - 1)] += 1;
+            if let Some(c) = counts.get_mut(((t + 0.5 / o.rate) / width_s) as usize) {
+                *c += 1;
+            }
         }
         let ry = |r: f64| y1 + ph - (r / (2.0 * o.rate)).min(1.0) * ph;
         let _ = writeln!(

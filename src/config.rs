@@ -139,7 +139,8 @@ pub struct Options {
     #[serde(default, deserialize_with = "one_or_many")]
     pub header: Vec<String>,
 
-    /// Request body: TEXT, or @FILE to send a file's bytes; implies POST [default: none]
+    /// Request body: TEXT, or @FILE to send a file's bytes; implies POST; sent as a form
+    /// (application/x-www-form-urlencoded) unless -H sets a Content-Type [default: none]
     #[arg(
         short = 'd',
         long,

@@ -115,10 +115,21 @@ impl Template {
             }
         }
         let body = request.body.take().or_else(|| self.body.clone());
-        if matches!(body, Some(Body::Json(_))) {
-            let json = HeaderValue::from_static("application/json");
-            headers.entry(CONTENT_TYPE).or_insert(json.clone());
-            headers.entry(ACCEPT).or_insert(json);
+        match body {
+            Some(Body::Json(_)) => {
+                let json = HeaderValue::from_static("application/json");
+                headers.entry(CONTENT_TYPE).or_insert(json.clone());
+                headers.entry(ACCEPT).or_insert(json);
+            }
+            // As curl's -d: a form, unless a Content-Type header says otherwise.
+            Some(Body::Raw(_)) => {
+                headers
+                    .entry(CONTENT_TYPE)
+                    .or_insert(HeaderValue::from_static(
+                        "application/x-www-form-urlencoded",
+                    ));
+            }
+            None => {}
         }
         let method = request
             .method
@@ -310,7 +321,15 @@ mod tests {
         assert_eq!(r.id, Some(Value::from(7)));
         let r = t.apply(Request::get(Url::parse("http://a.test/").unwrap()));
         assert_eq!(r.body.unwrap().bytes(), Bytes::from("flag"));
-        assert!(r.headers.get(CONTENT_TYPE).is_none());
+        assert_eq!(
+            r.headers[CONTENT_TYPE], "application/x-www-form-urlencoded",
+            "a raw body is a form by default, as with curl -d"
+        );
+        let r = t.apply(
+            parse_spec(r#"{"url":"http://a.test/","headers":{"content-type":"text/csv"}}"#)
+                .unwrap(),
+        );
+        assert_eq!(r.headers[CONTENT_TYPE], "text/csv");
     }
 
     #[test]
