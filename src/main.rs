@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.log_level()));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // Stderr, around the progress line when one shows.
+        .with_writer(fetchall::progress::LogWriter)
         .with_env_filter(filter)
         .with_target(false)
         .init();

@@ -5,12 +5,14 @@
 //! file never sees it. The total is unknown at first; for a file input, [`count_url_lines`]
 //! counts the URL lines on a blocking thread while the run goes on, and the bar gains its total
 //! (and an ETA) when that is done. For stdin the total stays unknown and the line shows a
-//! count without a bar. This module does not decide whether to show itself.
+//! count without a bar. Log lines (`-v`) go through [`LogWriter`], which takes the line off the
+//! screen while one is written, so the two never garble each other. This module does not
+//! decide whether to show itself.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -18,9 +20,42 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use crate::record::Record;
 
 const WITH_TOTAL: &str =
-    "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec:.1} ok {ok} failed {failed} ETA {eta}";
-const WITHOUT_TOTAL: &str =
-    "{spinner} {elapsed_precise} {pos} done {per_sec:.1} ok {ok} failed {failed}";
+    "{elapsed_precise} [{bar:30}] {pos}/{len} {rate} ok {ok} failed {failed} ETA {eta}";
+const WITHOUT_TOTAL: &str = "{spinner} {elapsed_precise} {pos} done {rate} ok {ok} failed {failed}";
+
+/// The line on screen, if any: log lines are written around it.
+static ON_SCREEN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Where log lines go: stderr, with the progress line (when one is showing) cleared while a
+/// line is written and redrawn after it. Give it to tracing-subscriber as its writer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = ON_SCREEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
+            None => io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
 
 /// A progress line; cheap to clone (clones share the line).
 #[derive(Clone)]
@@ -42,6 +77,7 @@ impl Progress {
         progress.bar.set_style(progress.style(WITHOUT_TOTAL));
         // Redraw even while no record arrives, so elapsed keeps ticking past a slow request.
         progress.bar.enable_steady_tick(Duration::from_millis(200));
+        *ON_SCREEN.lock().unwrap_or_else(PoisonError::into_inner) = Some(progress.bar.clone());
         progress
     }
 
@@ -94,6 +130,10 @@ impl Progress {
 
     /// Take the line off the screen (the summary follows it).
     pub fn finish(&self) {
+        ON_SCREEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.bar.finish_and_clear();
     }
 }

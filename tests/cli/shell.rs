@@ -177,7 +177,8 @@ fn completions_and_man_page() {
 }
 
 /// The progress line, seen in a real terminal: tmux runs fetchall in a pane and the test
-/// reads the screen with capture-pane while it runs.
+/// reads the screen with capture-pane while it runs. The first run also logs (-vv), which must
+/// not garble the line.
 #[test]
 fn progress_line_in_a_real_terminal() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -195,7 +196,7 @@ fn progress_line_in_a_real_terminal() {
     std::fs::write(&urls, input).unwrap();
     let bin = env!("CARGO_BIN_EXE_fetchall");
     let script = format!(
-        "{bin} {urls} -c 2 > {out1}; echo DONE1; {bin} -q {urls} -c 13 > {out2}; echo DONE2; \
+        "{bin} {urls} -c 2 -vv > {out1}; echo DONE1; {bin} -q {urls} -c 13 > {out2}; echo DONE2; \
          cat {urls} | {bin} -c 2 > {out2}; echo DONE3; sleep 60",
         urls = urls.display(),
         out1 = dir.join("out1").display(),
@@ -237,6 +238,15 @@ fn progress_line_in_a_real_terminal() {
         {
             seen_progress.push(l.trim().to_owned());
         }
+        // The first run logs at debug level (-vv) while its line shows: each log line is
+        // written with the progress line taken off the screen, so none shares a row with it.
+        let garbled = screen
+            .lines()
+            .find(|l| l.contains("DEBUG") && (l.contains("ETA") || l.contains(" done ")));
+        assert!(
+            garbled.is_none(),
+            "a log line over the progress line: {screen}"
+        );
         if screen.contains("DONE3") {
             break;
         }
