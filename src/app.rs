@@ -58,11 +58,18 @@ pub async fn run(cli: &Cli, shutdown: &Shutdown) -> Result<Tally, Error> {
     };
     if on_terminal && let Some(path) = file {
         // Count on a blocking thread while the run goes on; the bar gains its total later.
+        // Lines --resume skips get no record, so they are not part of it.
         let progress = progress.clone();
+        let resume = settings.resume.clone();
         tokio::task::spawn_blocking(move || {
-            if let Ok(total) = progress::count_url_lines(&path) {
-                progress.set_total(total);
-            }
+            let Ok(total) = progress::count_url_lines(&path) else {
+                return;
+            };
+            let resumed = resume
+                .and_then(|previous| crate::resume::Done::read(&previous).ok())
+                .and_then(|(done, _)| progress::count_resumed(&path, &done).ok())
+                .unwrap_or(0);
+            progress.set_total(total.saturating_sub(resumed));
         });
     }
     let summary = Arc::new(Mutex::new(Summary::new(Instant::now())));

@@ -18,6 +18,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::record::Record;
+use crate::resume::Done;
 
 const WITH_TOTAL: &str =
     "{elapsed_precise} [{bar:30}] {pos}/{len} {rate} ok {ok} failed {failed} ETA {eta}";
@@ -165,6 +166,26 @@ pub fn count_url_lines(path: &Path) -> io::Result<u64> {
     }
 }
 
+/// How many URL lines of `path` an earlier run already fetched (`--resume`): they get no
+/// record, so the total leaves them out. Lines are numbered as the input reader numbers them.
+pub fn count_resumed(path: &Path, done: &Done) -> io::Result<u64> {
+    let reader = io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+    let mut seq = 0u64;
+    let mut resumed = 0;
+    for line in reader.split(b'\n') {
+        let Some(parsed) = crate::input::parse_line(&line?, true) else {
+            continue;
+        };
+        if let Ok(request) = parsed
+            && done.contains(seq, &request.url)
+        {
+            resumed += 1;
+        }
+        seq += 1;
+    }
+    Ok(resumed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +196,39 @@ mod tests {
         std::fs::write(&path, b"a\n\n  # c\n  b  \n\xff\n \t\nlast").unwrap();
         assert_eq!(count_url_lines(&path).unwrap(), 4);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Lines an earlier run got ok (same seq and url) are left out of the total; a failed
+    /// one, or an ok one whose line moved, is not.
+    #[test]
+    fn leaves_out_resumed_lines() {
+        let dir = std::env::temp_dir().join(format!("fetchall-resumed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("urls.txt");
+        let previous = dir.join("previous.jsonl");
+        std::fs::write(
+            &input,
+            "# c\nhttp://a.test/0\nhttp://a.test/1\nbad\nhttp://a.test/3\nhttp://a.test/4\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &previous,
+            concat!(
+                r#"{"seq":0,"url":"http://a.test/0","ok":true}"#,
+                "\n",
+                r#"{"seq":1,"url":"http://a.test/1","ok":false}"#,
+                "\n",
+                r#"{"seq":3,"url":"http://a.test/3","ok":true}"#,
+                "\n",
+                r#"{"seq":3,"url":"http://a.test/4","ok":true}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let (done, unreadable) = Done::read(&previous).unwrap();
+        assert_eq!(unreadable, 0);
+        assert_eq!(count_url_lines(&input).unwrap(), 5);
+        assert_eq!(count_resumed(&input, &done).unwrap(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

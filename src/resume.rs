@@ -36,6 +36,18 @@ struct Seen {
 impl Done {
     /// Read an earlier run's output (JSON lines as fetchall writes them).
     pub fn load(path: &Path) -> io::Result<Done> {
+        let (done, unreadable) = Done::read(path)?;
+        if unreadable > 0 {
+            tracing::warn!(
+                "resume: {unreadable} lines of {} are not records; ignored",
+                path.display()
+            );
+        }
+        Ok(done)
+    }
+
+    /// [`Done::load`] without a word about it: the set, and how many lines were not records.
+    pub fn read(path: &Path) -> io::Result<(Done, u64)> {
         let file = std::fs::File::open(path)?;
         let mut done = Done {
             path: path.to_owned(),
@@ -53,13 +65,7 @@ impl Done {
                 Err(_) => unreadable += 1,
             }
         }
-        if unreadable > 0 {
-            tracing::warn!(
-                "resume: {unreadable} lines of {} are not records; ignored",
-                path.display()
-            );
-        }
-        Ok(done)
+        Ok((done, unreadable))
     }
 
     /// Whether input line `seq` with `url` already has an ok record.
