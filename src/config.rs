@@ -160,9 +160,9 @@ pub struct Options {
     #[arg(long, value_name = "N", env = "FETCHALL_MAX_REDIRECTS")]
     pub max_redirects: Option<u32>,
 
-    /// Send every request through this proxy (http:// or https://); NO_PROXY applies. Without
-    /// it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured
-    /// [default: from the environment]
+    /// Send every request through this proxy: http://, https://, socks5:// (names resolved
+    /// here), socks5h:// (resolved by the proxy) or socks4://; NO_PROXY applies. Without it,
+    /// HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured [default: from the environment]
     #[arg(short = 'x', long, value_name = "URL", env = "FETCHALL_PROXY")]
     pub proxy: Option<String>,
 
@@ -535,7 +535,7 @@ impl Settings {
             ("data", self.request.data.as_deref().map(s)),
             ("json", self.request.json.as_deref().map(s)),
             ("max-redirects", Some(self.max_redirects.to_string())),
-            ("proxy", self.proxy.as_deref().map(s)),
+            ("proxy", self.proxy.as_deref().map(|p| s(&mask_url(p)))),
             ("headers", Some(self.response_headers.to_string())),
             ("save-dir", path(&self.save_dir)),
             ("output", path(&self.output)),
@@ -555,6 +555,14 @@ impl Settings {
             ("lookahead", Some(self.lookahead.to_string())),
             ("threads", Some(self.threads.to_string())),
         ]
+    }
+}
+
+/// A URL (the proxy's) as `fetchall config` shows it: a password in it as `****`.
+fn mask_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) => crate::fetch::display_url(&url),
+        Err(_) => text.to_owned(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Everyday features end to end: request flags, spec lines, output shaping, summary.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -429,4 +430,91 @@ fn ordered_output_survives_resumed_gaps() {
     let want: Vec<u64> = (0..40).filter(|i| i % 3 != 0).collect();
     assert_eq!(seqs, want);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A SOCKS5 proxy on loopback (no authentication, CONNECT only), in threads: it records the
+/// destination of every tunnel and sends each one to `upstream`, whatever was asked, so a host
+/// that cannot resolve locally (`*.invalid`) is reachable through it.
+fn socks5_proxy(upstream: std::net::SocketAddr) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut head = [0u8; 2];
+                client.read_exact(&mut head)?;
+                let mut methods = vec![0u8; usize::from(head[1])];
+                client.read_exact(&mut methods)?;
+                client.write_all(&[5, 0])?;
+                let mut req = [0u8; 4];
+                client.read_exact(&mut req)?;
+                let host = match req[3] {
+                    1 => {
+                        let mut ip = [0u8; 4];
+                        client.read_exact(&mut ip)?;
+                        std::net::Ipv4Addr::from(ip).to_string()
+                    }
+                    3 => {
+                        let mut len = [0u8; 1];
+                        client.read_exact(&mut len)?;
+                        let mut name = vec![0u8; usize::from(len[0])];
+                        client.read_exact(&mut name)?;
+                        String::from_utf8_lossy(&name).into_owned()
+                    }
+                    _ => return Ok(()),
+                };
+                let mut port = [0u8; 2];
+                client.read_exact(&mut port)?;
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{host}:{}", u16::from_be_bytes(port)));
+                let server = std::net::TcpStream::connect(upstream)?;
+                client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0])?;
+                let (mut a, mut b) = (client.try_clone()?, server.try_clone()?);
+                std::thread::spawn(move || std::io::copy(&mut a, &mut b));
+                let (mut a, mut b) = (server, client);
+                std::io::copy(&mut a, &mut b)?;
+                Ok(())
+            });
+        }
+    });
+    (port, asked)
+}
+
+/// `-x socks5h://` tunnels through a SOCKS proxy that also resolves the name (a `.invalid`
+/// host works only that way); `socks5://` resolves locally and asks for the address.
+#[test]
+fn socks_proxy() {
+    let server = Server::start_in_background();
+    let upstream: std::net::SocketAddr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let (port, asked) = socks5_proxy(upstream);
+
+    let r = one(
+        &["-x", &format!("socks5h://127.0.0.1:{port}")],
+        "http://target.invalid/echo",
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["body"]["uri"], "/echo", "{r}");
+    assert_eq!(asked.lock().unwrap().as_slice(), ["target.invalid:80"]);
+
+    let r = one(
+        &["-x", &format!("socks5://127.0.0.1:{port}")],
+        &server.url("/echo"),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        asked.lock().unwrap().last().map(String::as_str),
+        Some(upstream.to_string().as_str()),
+        "socks5:// sends the address, resolved locally"
+    );
 }

@@ -312,3 +312,14 @@ fn the_shipped_config_lists_every_option() {
         );
     }
 }
+
+/// `fetchall config` can be pasted into an issue: a proxy's password is masked.
+#[test]
+fn config_masks_the_proxy_password() {
+    let text = effective(&["-x", "socks5h://bob:hunter2@127.0.0.1:1080"], &[]);
+    assert_eq!(
+        line(&text, "proxy"),
+        "proxy = \"socks5h://bob:****@127.0.0.1:1080\"  # flag"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
