@@ -17,9 +17,9 @@ use crate::retry::Policy;
 use crate::units::{ByteSize, HumanDuration, Rate};
 
 /// The default number of requests in flight (`--concurrency`).
-pub const DEFAULT_CONCURRENCY: usize = 50;
+pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(50).unwrap();
 /// The default lookahead (`--lookahead`): jobs held waiting for their host's turn.
-pub const DEFAULT_LOOKAHEAD: usize = 4_000;
+pub const DEFAULT_LOOKAHEAD: NonZeroUsize = NonZeroUsize::new(4_000).unwrap();
 /// The default whole-request timeout (`--timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default connect timeout (`--connect-timeout`).
@@ -394,7 +394,7 @@ pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            concurrency: NonZeroUsize::new(DEFAULT_CONCURRENCY).expect("non-zero constant"),
+            concurrency: DEFAULT_CONCURRENCY,
             rates: Vec::new(),
             burst: None,
             timeout: DEFAULT_TIMEOUT,
@@ -425,7 +425,7 @@ impl Default for Settings {
             per_host_concurrency: None,
             per_host_rates: Vec::new(),
             adaptive: false,
-            lookahead: NonZeroUsize::new(DEFAULT_LOOKAHEAD).expect("non-zero constant"),
+            lookahead: DEFAULT_LOOKAHEAD,
             threads: 1,
         }
     }

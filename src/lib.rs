@@ -14,8 +14,11 @@
 //! # async fn example() -> Result<(), fetchall::Error> {
 //! let input = std::io::Cursor::new("http://127.0.0.1:8080/a\nhttp://127.0.0.1:8080/b\n");
 //! let mut run = fetchall::start(fetchall::Settings::default(), Box::pin(input))?;
+//! let mut failed = Vec::new();
 //! while let Some(record) = run.next().await {
-//!     println!("{} -> {:?}", record.url, record.status);
+//!     if !record.ok {
+//!         failed.push((record.url, record.error.map(|e| e.kind)));
+//!     }
 //! }
 //! run.finish().await?;
 //! # Ok(()) }

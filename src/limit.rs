@@ -81,6 +81,9 @@ impl Limits {
 /// The gate: shared by the dispatcher and every request task.
 pub struct Gate {
     shared: Arc<Shared>,
+    /// Copies of two fixed limits, read on every response without taking the lock.
+    max_pause: Duration,
+    adaptive: bool,
 }
 
 struct Shared {
@@ -121,6 +124,10 @@ pub struct Ticket(oneshot::Receiver<Slot>);
 
 impl Ticket {
     pub async fn admitted(self) -> Slot {
+        // Cannot fail short of a bug: a waiter's sender leaves the queue only by being sent
+        // a slot (or once its ticket is dropped), and the queue lives as long as the gate,
+        // which every ticket holder keeps alive through the run's context. A panic in the
+        // driver would end up here, and tokio keeps a task's panic inside that task.
         self.0
             .await
             .expect("the gate's driver runs as long as the gate")
@@ -200,6 +207,7 @@ impl Gate {
             let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
         }
+        let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 limits,
@@ -214,7 +222,11 @@ impl Gate {
             wake: Notify::new(),
         });
         tokio::spawn(drive(Arc::clone(&shared)));
-        Gate { shared }
+        Gate {
+            shared,
+            max_pause,
+            adaptive,
+        }
     }
 
     /// Join the back of `host`'s queue now (so requests of one host start in the order they
@@ -289,9 +301,8 @@ impl Gate {
         retry_after: Option<&str>,
     ) -> Option<f64> {
         let now = Instant::now();
-        let max_pause = lock(&self.shared).limits.max_pause;
         if let Some(status) = status
-            && let Some(until) = pushback::pause_until(status, retry_after, now, max_pause)
+            && let Some(until) = pushback::pause_until(status, retry_after, now, self.max_pause)
         {
             tracing::info!(
                 "{} answered {status} with Retry-After {}: pausing the host for {:.1}s",
@@ -301,10 +312,10 @@ impl Gate {
             );
             self.pause(&slot.host, until);
         }
-        let mut st = lock(&self.shared);
-        if !st.limits.adaptive {
+        if !self.adaptive {
             return None;
         }
+        let mut st = lock(&self.shared);
         let burst = st.limits.burst;
         let h = st.host_mut(&slot.host, now);
         let aimd = h.aimd.as_mut()?;
@@ -345,6 +356,9 @@ impl Gate {
 impl Gate {
     /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
     pub fn host_rate(&self, host: &HostKey) -> Option<f64> {
+        if !self.adaptive {
+            return None;
+        }
         let st = lock(&self.shared);
         let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
         Some((rate * 1000.0).round() / 1000.0)

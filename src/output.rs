@@ -69,13 +69,24 @@ pub fn spawn_writer_observed<W: Write + Send + 'static>(
     let out = Arc::new(Mutex::new(io::BufWriter::with_capacity(BUFFER_BYTES, sink)));
     let handle = SinkHandle(Arc::clone(&out) as Arc<Mutex<dyn Write + Send>>);
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("fetchall-writer".to_owned())
         .spawn(move || {
             let _ = done_tx.send(write_all(records, &out, &mut observe));
-        })
-        .expect("spawning the writer thread");
-    (done_rx, handle)
+        });
+    match spawned {
+        Ok(_) => (done_rx, handle),
+        // Out of threads (a ulimit, say): the run fails with that error instead of a panic.
+        // The records' receiver went with the closure, so the pipeline stops at once.
+        Err(e) => {
+            let (failed_tx, failed_rx) = oneshot::channel();
+            let _ = failed_tx.send(Err(io::Error::new(
+                e.kind(),
+                format!("cannot start the writer thread: {e}"),
+            )));
+            (failed_rx, handle)
+        }
+    }
 }
 
 /// A way into the writer's buffer from outside, for an immediate exit.

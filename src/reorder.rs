@@ -8,9 +8,10 @@
 //! wait in the buffer; once it is full, no new request starts until the slow one ends (by its
 //! response or its `--timeout`). Ordered output trades throughput for order, never memory.
 //!
-//! The queue, not a dense count of seqs, says what comes next, so lines that get no record
-//! (skipped by `--resume`, or never started because the run was stopped) cannot stall it.
-//! This module does not fetch or write.
+//! The queue, not a dense count of seqs, says what comes next, so lines skipped by `--resume`
+//! (never queued) cannot stall it. A job queued but never started because the run was
+//! stopped leaves its seq in the queue without a record: the records after it wait until
+//! the run ends, and are then emitted in order. This module does not fetch or write.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;

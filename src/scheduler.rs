@@ -102,31 +102,16 @@ pub(crate) async fn dispatch(
                 None => break,
             },
         };
-        let request = match job.request {
-            Ok(r) => ctx.template.apply(r),
-            Err(bad) => {
-                if let Some(order) = &order {
-                    let place = tokio::select! {
-                        biased;
-                        () = ctx.stop.cancelled() => break,
-                        place = order.reserve() => place,
-                    };
-                    let Some(place) = place else { break };
-                    place.send(job.seq);
-                }
-                let record = Record::invalid_line(job.seq, job.line, bad);
-                if records.send(record).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
-        if let Some(done) = &ctx.done
+        let request = job.request.map(|r| ctx.template.apply(r));
+        if let Ok(request) = &request
+            && let Some(done) = &ctx.done
             && done.contains(job.seq, &request.url)
         {
             skipped += 1;
             continue;
         }
+        // Every line that gets a record (a request or a bad line) has a place in the output
+        // order; with --ordered it takes it before anything else happens.
         let place = match &order {
             Some(order) => {
                 let place = tokio::select! {
@@ -135,12 +120,23 @@ pub(crate) async fn dispatch(
                     () = records.closed() => break,
                     place = order.reserve() => place,
                 };
-                match place {
-                    Some(place) => Some(place),
-                    None => break,
-                }
+                let Some(place) = place else { break };
+                Some(place)
             }
             None => None,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(bad) => {
+                if let Some(place) = place {
+                    place.send(job.seq);
+                }
+                let record = Record::invalid_line(job.seq, job.line, bad);
+                if records.send(record).await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         let alive = tokio::select! {
             biased;

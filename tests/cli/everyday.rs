@@ -7,7 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::server::Server;
-use crate::support::{by_seq, fetchall, kind, records, run};
+use crate::support::{by_seq, kind, records, run, run_env};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
@@ -128,34 +128,16 @@ fn proxy_flag_and_environment() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["body"]["uri"], target);
 
-    let out = fetchall()
-        .env("HTTP_PROXY", proxy.url(""))
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(target.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_env(&[("HTTP_PROXY", &proxy.url(""))], &["-"], target);
     let r = &records(&out.stdout)[0];
     assert_eq!(r["body"]["uri"], target, "HTTP_PROXY is honoured: {r}");
 
     // NO_PROXY exempts a host, even from an explicit --proxy.
-    let out = fetchall()
-        .env("NO_PROXY", "target.invalid")
-        .args(["-x", &proxy.url(""), "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(target.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_env(
+        &[("NO_PROXY", "target.invalid")],
+        &["-x", &proxy.url(""), "-"],
+        target,
+    );
     assert_eq!(kind(&records(&out.stdout)[0]), "dns");
 }
 
@@ -517,4 +499,39 @@ fn socks_proxy() {
         Some(upstream.to_string().as_str()),
         "socks5:// sends the address, resolved locally"
     );
+}
+
+/// `--ordered` over per-host queues and bad lines: two hosts, each limited to 20/s and one
+/// request at a time, and bad lines whose records are ready at once, so completion order is
+/// not input order; yet every line, the bad ones included, comes out in input order.
+#[test]
+fn ordered_output_over_per_host_queues_and_bad_lines() {
+    let server = Server::start_in_background();
+    let other = server.url("/item").replace("127.0.0.1", "localhost");
+    let mut input = Vec::new();
+    for i in 0..12 {
+        input.push(server.url(&format!("/item/{i}")));
+        input.push(format!("{other}/{i}"));
+        if i % 4 == 1 {
+            input.push("not a url".to_owned());
+        }
+    }
+    let out = run(
+        &[
+            "--ordered",
+            "-c",
+            "4",
+            "--per-host-rate",
+            "20/s",
+            "--per-host-concurrency",
+            "1",
+        ],
+        &input.join("\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "the bad lines fail");
+    let recs = records(&out.stdout);
+    let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..input.len() as u64).collect::<Vec<_>>());
+    assert_eq!(recs.iter().filter(|r| kind(r) == "invalid_url").count(), 3);
+    assert_eq!(recs.iter().filter(|r| r["ok"] == true).count(), 24);
 }

@@ -66,7 +66,13 @@ pub fn isolate(cmd: &mut Command) {
 
 /// Run the binary with `stdin` piped in.
 pub fn run(args: &[&str], stdin: &str) -> Output {
+    run_env(&[], args, stdin)
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_env(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut child = fetchall()
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
