@@ -2,35 +2,34 @@
 //!
 //! One URL per line; surrounding whitespace is trimmed; blank lines and lines starting with `#`
 //! are skipped and get no `seq`. A line starting with `{` is a JSON request spec (parsed by
-//! `request`). Every other line becomes exactly one [`Job`]: a request, or the reason it cannot
+//! `request`). Every other line becomes exactly one [`Line`]: a request, or the reason it cannot
 //! be one (which becomes an `invalid_url` or `invalid_spec` record downstream). Reading stops at
 //! the channel: when the pipeline is busy, the reader waits, so a huge file is never held in
 //! memory. This module does not fetch and does not decide ordering.
 
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
-use url::Url;
 
-use crate::record::ErrorKind;
+use crate::record::{ErrorKind, Record};
+use crate::request::{self, Request};
 
 /// Longest input line kept; a longer line becomes an `invalid_url` record, the rest of it is
 /// read and dropped so memory stays bounded whatever the input.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// The `url` of an `invalid_spec` record whose line names no URL (the line itself is not
 /// echoed: it may carry credentials in its headers).
-pub const SPEC_WITHOUT_URL: &str = "{...}";
+pub(crate) const SPEC_WITHOUT_URL: &str = "{...}";
 
 /// How much of a bad line is echoed back in its record's `url` field.
 const ECHO_BYTES: usize = 512;
 
 /// One URL line of input.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Line {
     /// 0-based index among URL lines.
     pub seq: u64,
     /// 1-based line number.
@@ -39,11 +38,9 @@ pub struct Job {
     pub request: Result<Request, InvalidLine>,
 }
 
-pub use crate::request::Request;
-
 /// A line that is not a request: the text to echo and what is wrong with it.
 #[derive(Debug, Clone)]
-pub struct InvalidLine {
+pub(crate) struct InvalidLine {
     pub text: String,
     pub reason: String,
     /// `InvalidUrl`, or `InvalidSpec` for a spec line that is not a valid request.
@@ -52,30 +49,21 @@ pub struct InvalidLine {
     pub id: Option<serde_json::Value>,
 }
 
-/// A boxed async byte source: a file, stdin, or anything a library user passes in.
-pub type Source = Pin<Box<dyn AsyncRead + Send>>;
-
-/// Open the input named on the command line: `None` or `-` is stdin.
-pub async fn open(path: Option<&Path>) -> io::Result<Source> {
-    match path {
-        None => Ok(Box::pin(tokio::io::stdin())),
-        Some(p) if p.as_os_str() == "-" => Ok(Box::pin(tokio::io::stdin())),
-        Some(p) => {
-            let file = tokio::fs::File::open(p).await?;
-            if file.metadata().await?.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    "is a directory",
-                ));
-            }
-            Ok(Box::pin(file))
-        }
+impl InvalidLine {
+    /// The record of line `line` (the `seq`-th URL line), which never became a request.
+    pub(crate) fn into_record(self, seq: u64, line: u64) -> Record {
+        let mut record = Record::input_error(seq, line, self.text, self.kind, self.reason);
+        record.id = self.id;
+        record
     }
 }
 
-/// Read `source` to the end, sending one job per URL line. Returns early (Ok) when the
+/// A boxed async byte source: a file, stdin, or anything a library user passes in.
+pub type Source = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Read `source` to the end, sending one [`Line`] per URL line. Returns early (Ok) when the
 /// receiver is gone: nobody wants more jobs.
-pub async fn read_jobs(source: Source, jobs: mpsc::Sender<Job>) -> io::Result<()> {
+pub(crate) async fn read_lines(source: Source, lines: mpsc::Sender<Line>) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(64 * 1024, source);
     let mut buf = Vec::with_capacity(256);
     let mut line_no = 0u64;
@@ -90,13 +78,13 @@ pub async fn read_jobs(source: Source, jobs: mpsc::Sender<Job>) -> io::Result<()
         let Some(request) = parse_line(&buf, complete) else {
             continue;
         };
-        let job = Job {
+        let line = Line {
             seq,
             line: line_no,
             request,
         };
         seq += 1;
-        if jobs.send(job).await.is_err() {
+        if lines.send(line).await.is_err() {
             return Ok(());
         }
     }
@@ -115,7 +103,7 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
         if chunk.is_empty() {
             return Ok((consumed, complete));
         }
-        let (take, done) = match memchr(chunk) {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
@@ -133,13 +121,9 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     }
 }
 
-fn memchr(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
-}
-
 /// Classify one raw line: `None` for lines that are skipped (blank, comment), otherwise the
 /// request or the reason it is invalid. Never panics, whatever the bytes.
-pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidLine>> {
+pub(crate) fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidLine>> {
     let invalid = |reason: String| {
         let text = String::from_utf8_lossy(&raw[..raw.len().min(ECHO_BYTES)])
             .trim()
@@ -164,11 +148,14 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
         return invalid(format!("line longer than {MAX_LINE_BYTES} bytes"));
     }
     if text.starts_with('{') {
-        return Some(crate::request::parse_spec(text).map_err(|e| {
+        return Some(request::parse_spec(text).map_err(|e| {
             InvalidLine {
                 // The spec's url, never the whole line: its headers may carry credentials.
                 text: match &e.url {
-                    Some(url) => masked(url).chars().take(ECHO_BYTES).collect(),
+                    Some(url) => {
+                        crate::redact::bounded(&crate::redact::display_text(url), ECHO_BYTES)
+                            .into_owned()
+                    }
                     None => SPEC_WITHOUT_URL.to_owned(),
                 },
                 reason: e.message,
@@ -182,10 +169,11 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
         }));
     }
     Some(
-        parse_url(text)
+        request::parse_url(text)
             .map(Request::get)
             .map_err(|reason| InvalidLine {
-                text: masked(text).chars().take(ECHO_BYTES).collect(),
+                text: crate::redact::bounded(&crate::redact::display_text(text), ECHO_BYTES)
+                    .into_owned(),
                 reason,
                 kind: ErrorKind::InvalidUrl,
                 id: None,
@@ -193,41 +181,10 @@ pub fn parse_line(raw: &[u8], complete: bool) -> Option<Result<Request, InvalidL
     )
 }
 
-/// A refused line as echoed in its record: if it parses as a URL of any scheme
-/// (`ftp://user:pw@host/`), its credentials are masked like a fetched URL's.
-fn masked(text: &str) -> std::borrow::Cow<'_, str> {
-    match Url::parse(text) {
-        Ok(url) if url.password().is_some() || !url.username().is_empty() => {
-            crate::fetch::display_url(&url).into()
-        }
-        _ => text.into(),
-    }
-}
-
-/// An absolute `http` or `https` URL with a host, or why not.
-pub fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| match e {
-        url::ParseError::RelativeUrlWithoutBase => {
-            "not an absolute URL (expected http:// or https://)".to_owned()
-        }
-        e => format!("not a valid URL: {e}"),
-    })?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => {
-            return Err(format!(
-                "unsupported scheme `{other}` (only http and https)"
-            ));
-        }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("URL has no host".to_owned());
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn kinds(text: &str) -> Vec<Result<String, String>> {
@@ -238,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn lines() {
+    fn lines_are_urls_refusals_or_skipped() {
         let got =
             kinds("  http://a.test/x  \n\n# comment\n   # indented comment\nftp://a/\nnope\n");
         assert_eq!(got.len(), 3);
@@ -256,11 +213,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn long_lines_are_bounded() {
+    async fn a_long_line_is_refused_and_the_next_line_keeps_its_number() {
         let mut data = vec![b'a'; MAX_LINE_BYTES * 3];
         data.extend_from_slice(b"\nhttp://ok.test/\n");
         let (tx, mut rx) = mpsc::channel(8);
-        read_jobs(Box::pin(std::io::Cursor::new(data)), tx)
+        read_lines(Box::pin(std::io::Cursor::new(data)), tx)
             .await
             .unwrap();
         let first = rx.recv().await.unwrap();
@@ -268,5 +225,47 @@ mod tests {
         let second = rx.recv().await.unwrap();
         assert_eq!((second.seq, second.line), (1, 2));
         assert!(second.request.is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_are_a_request_an_error_or_skipped(
+            raw in proptest::collection::vec(any::<u8>(), 0..300),
+            complete in any::<bool>(),
+        ) {
+            match parse_line(&raw, complete) {
+                None => {
+                    let text = String::from_utf8_lossy(&raw);
+                    let t = text.trim();
+                    prop_assert!(t.is_empty() || t.starts_with('#'));
+                }
+                Some(Ok(request)) => {
+                    prop_assert!(matches!(request.url.scheme(), "http" | "https"));
+                    prop_assert!(complete);
+                }
+                Some(Err(bad)) => {
+                    prop_assert!(!bad.reason.is_empty());
+                    prop_assert!(bad.text.len() <= 4 * ECHO_BYTES);
+                }
+            }
+        }
+
+        #[test]
+        fn url_like_lines_are_http_urls_with_a_host_or_refused_with_a_reason(
+            scheme in "(http|https|ftp|file|data|HTTP|)",
+            rest in "[ -~]{0,80}",
+        ) {
+            let line = format!("{scheme}://{rest}");
+            match parse_line(line.as_bytes(), true) {
+                None => prop_assert!(line.trim().is_empty() || line.trim().starts_with('#')),
+                Some(Ok(request)) => {
+                    prop_assert!(matches!(request.url.scheme(), "http" | "https"));
+                    prop_assert!(request.url.host_str().is_some_and(|h| !h.is_empty()));
+                }
+                Some(Err(bad)) => prop_assert!(!bad.reason.is_empty()),
+            }
+        }
     }
 }

@@ -1,10 +1,13 @@
-//! The `fetchall` binary: runtime, logging, arguments, signals, exit status. Everything else
-//! is in the library.
+//! The `fetchall` binary: arguments, logging, the runtime, the exit status. The pipeline is
+//! the library's; the binary's own parts (flags, config file, progress, signals) are in `cli/`.
+
+mod cli;
 
 use std::process::ExitCode;
 
-use fetchall::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
+
+use crate::cli::exit::{Exit, report};
 
 /// mimalloc: about a quarter less CPU per request than glibc's malloc on the throughput
 /// benchmark (docs/performance.md), where a request makes a few dozen small allocations.
@@ -14,22 +17,36 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_args();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.log_level()));
+    let parsed = match cli::args::parse() {
+        Ok(p) => p,
+        Err(message) => return report(&cli::exit::Message(message)).into(),
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(parsed.cli.log_level()));
     tracing_subscriber::fmt()
         // Stderr, around the progress line when one shows.
-        .with_writer(fetchall::progress::LogWriter)
+        .with_writer(cli::progress::LogWriter)
         .with_env_filter(filter)
         .with_target(false)
         .init();
     raise_open_file_limit();
 
-    // A bad option is reported by the run itself; the runtime only needs the thread count.
-    let threads = cli.settings().map_or(1, |s| s.threads);
+    let runtime = match runtime(usize::from(parsed.cli.options.threads)) {
+        Ok(rt) => rt,
+        Err(e) => return report(&e).into(),
+    };
+    let exit: Exit = runtime.block_on(cli::execute(parsed));
+    // Leave at once: a blocking read of stdin (tokio reads it on a blocking thread) would
+    // otherwise hold up the runtime's shutdown until the next line arrives.
+    std::process::exit(i32::from(exit.code()));
+}
+
+/// The async runtime: one thread by default, the cheapest per request (no hand-offs between
+/// workers; see docs/performance.md); `--threads 0` is one per core. The writer still has a
+/// thread of its own.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    debug_assert!(threads <= cli::MAX_THREADS);
     let mut builder = if threads == 1 {
-        // One thread, no hand-offs between workers: the cheapest per request (see
-        // docs/performance.md). The writer still has a thread of its own.
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -38,102 +55,14 @@ fn main() -> ExitCode {
         }
         b
     };
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    let code = runtime.block_on(app(cli));
-    // Leave at once: a blocking read of stdin (tokio reads it on a blocking thread) would
-    // otherwise hold up the runtime's shutdown until the next line arrives.
-    std::process::exit(i32::from(code));
-}
-
-async fn app(cli: Cli) -> u8 {
-    let mut stdout = std::io::stdout();
-    match &cli.command {
-        Some(Command::Demo) => {
-            return match fetchall::demo::run(stdout).await {
-                Ok(()) => 0,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-                Err(e) => report(&format!("demo failed: {e}")),
-            };
-        }
-        Some(Command::Config { config, options }) => {
-            let printed =
-                fetchall::cli::print_config(config.as_deref(), options, &cli.origins, &mut stdout);
-            return match printed {
-                Ok(()) => 0,
-                Err(e) => report(&e.to_string()),
-            };
-        }
-        Some(Command::Completions { shell }) => {
-            fetchall::cli::print_completions(*shell, &mut stdout);
-            return 0;
-        }
-        Some(Command::Man) => {
-            return match fetchall::cli::print_man(&mut stdout) {
-                Ok(()) => 0,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-                Err(e) => report(&format!("writing the man page: {e}")),
-            };
-        }
-        None => {}
-    }
-    // Only the binary takes signals; the library just watches the token.
-    let shutdown = fetchall::Shutdown::new();
-    if let Err(e) = shutdown.listen_for_signals() {
-        tracing::warn!("cannot handle Ctrl-C and SIGTERM: {e}");
-    }
-    let result = fetchall::app::run(&cli, &shutdown).await;
-    if let Some(code) = shutdown.exit_code() {
-        // Stopped by a signal: 128 + its number, whatever the records said.
-        if let Err(e) = result {
-            report(&e.to_string());
-        }
-        return code;
-    }
-    match result {
-        Ok(tally) if tally.reader_gone || tally.failed == 0 => 0,
-        Ok(_) => 1,
-        Err(e) => report(&e.to_string()),
-    }
+    builder.enable_all().build()
 }
 
 /// Every request holds a socket: raise the open-file soft limit to the hard limit, so a high
 /// `--concurrency` does not fail with "too many open files" under a low default soft limit
 /// (often 1024). A failure only costs headroom, so it is logged, not fatal.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                tracing::debug!(
-                    "cannot raise the open-file limit: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!("cannot raise the open-file limit: {e}");
     }
-}
-
-/// A fatal error: one line on stderr, exit status 2.
-fn report(message: &str) -> u8 {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "fetchall: {message}");
-    2
-}
-
-fn fail(message: &str) -> ExitCode {
-    ExitCode::from(report(message))
 }

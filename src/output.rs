@@ -11,7 +11,7 @@
 //! that same lock to flush, so the sink never ends in half a record.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -40,28 +40,13 @@ pub struct Tally {
     pub reader_gone: bool,
 }
 
-/// Write every record from `records` to `sink` on a thread of its own; the result arrives when
-/// the channel closes (all records written) or the sink fails.
-pub fn spawn_writer<W: Write + Send + 'static>(
-    records: mpsc::Receiver<Record>,
-    sink: W,
-) -> oneshot::Receiver<io::Result<Tally>> {
-    spawn_writer_with_handle(records, sink).0
-}
-
-/// [`spawn_writer`], plus a handle that can flush the whole lines written so far and exit.
-pub fn spawn_writer_with_handle<W: Write + Send + 'static>(
-    records: mpsc::Receiver<Record>,
-    sink: W,
-) -> (oneshot::Receiver<io::Result<Tally>>, SinkHandle) {
-    spawn_writer_observed(records, sink, Box::new(|_: &Record| {}))
-}
-
 /// Called with each record once it is written (progress line, summary).
 pub type Observer = Box<dyn FnMut(&Record) + Send>;
 
-/// [`spawn_writer_with_handle`], calling `observe` with each record after writing it.
-pub fn spawn_writer_observed<W: Write + Send + 'static>(
+/// Write every record from `records` to `sink` on a thread of its own, calling `observe` with
+/// each one after writing it. The result arrives when the channel closes (all records written)
+/// or the sink fails; the handle can freeze the sink between whole lines.
+pub(crate) fn spawn_writer<W: Write + Send + 'static>(
     records: mpsc::Receiver<Record>,
     sink: W,
     mut observe: Observer,
@@ -100,28 +85,36 @@ impl std::fmt::Debug for SinkHandle {
 }
 
 impl SinkHandle {
-    /// Flush the whole lines buffered so far and end the process with `code`. Waits for a line
-    /// being written to finish (at most `patience`: a reader that stopped reading cannot hold
-    /// the exit up), and holds the writer's lock while exiting so no new line starts.
-    pub fn flush_and_exit(&self, code: i32, patience: Duration) -> ! {
+    /// Flush the whole lines written so far and stop the writer from starting another, for a
+    /// process about to exit at once (a second Ctrl-C). Waits for a line being written to
+    /// finish, at most `patience` (a reader that stopped reading cannot hold the exit up); the
+    /// sink stays frozen while the returned guard lives.
+    pub fn freeze(&self, patience: Duration) -> Frozen<'_> {
         let deadline = Instant::now() + patience;
         loop {
             match self.0.try_lock() {
                 Ok(mut out) => {
                     let _ = out.flush();
-                    std::process::exit(code);
+                    return Frozen { _guard: Some(out) };
                 }
                 Err(std::sync::TryLockError::Poisoned(p)) => {
-                    let _ = p.into_inner().flush();
-                    std::process::exit(code);
+                    let mut out = p.into_inner();
+                    let _ = out.flush();
+                    return Frozen { _guard: Some(out) };
                 }
                 Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(std::sync::TryLockError::WouldBlock) => std::process::exit(code),
+                Err(std::sync::TryLockError::WouldBlock) => return Frozen { _guard: None },
             }
         }
     }
+}
+
+/// A sink frozen by [`SinkHandle::freeze`]: no line starts while this lives. Empty when a
+/// line being written did not finish within the patience.
+pub struct Frozen<'a> {
+    _guard: Option<MutexGuard<'a, dyn Write + Send + 'static>>,
 }
 
 /// The next record: at once if one is queued; else, after flushing what was written (so a

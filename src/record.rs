@@ -20,6 +20,7 @@ pub struct Record {
     pub url: String,
     /// True when a response arrived with a status below 400 and its body was read.
     pub ok: bool,
+    /// The HTTP status of the last response, when one arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// When the request started, in milliseconds since the run started.
@@ -31,12 +32,16 @@ pub struct Record {
     /// Body bytes received (after decompression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The response's `Content-Type` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The response body, as `body_encoding` says (absent with `--body none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// How `body` holds the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_encoding: Option<BodyEncoding>,
+    /// Why the record is not ok; absent when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RecordError>,
     /// Requests made for this line, retries included (absent when none was made).
@@ -70,7 +75,13 @@ pub struct Saved {
 
 impl Record {
     /// A record for a line that never became a request.
-    pub fn input_error(seq: u64, line: u64, url: String, message: String) -> Record {
+    pub(crate) fn input_error(
+        seq: u64,
+        line: u64,
+        url: String,
+        kind: ErrorKind,
+        message: String,
+    ) -> Record {
         Record {
             seq,
             line,
@@ -83,7 +94,7 @@ impl Record {
             content_type: None,
             body: None,
             body_encoding: None,
-            error: Some(RecordError::new(ErrorKind::InvalidUrl, message)),
+            error: Some(RecordError::new(kind, message)),
             attempts: None,
             id: None,
             headers: None,
@@ -91,22 +102,14 @@ impl Record {
             host_rate: None,
         }
     }
-
-    /// A record for an input line that is not a request (a bad URL or a bad spec).
-    pub fn invalid_line(seq: u64, line: u64, bad: crate::input::InvalidLine) -> Record {
-        let mut record = Record::input_error(seq, line, bad.text, bad.reason);
-        if let Some(e) = record.error.as_mut() {
-            e.kind = bad.kind;
-        }
-        record.id = bad.id;
-        record
-    }
 }
 
 /// Why a record is not ok.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecordError {
+    /// The failure class (see `docs/output.md`).
     pub kind: ErrorKind,
+    /// What went wrong, on one line, credentials masked.
     pub message: String,
     /// Whether this kind of failure (with this status) is one fetchall retries. On a final
     /// record, `true` means the retries ran out, were not allowed for the method, the server
@@ -119,7 +122,7 @@ pub struct RecordError {
 }
 
 /// How many earlier attempts' errors a record keeps.
-pub const MAX_PREVIOUS: usize = 4;
+pub(crate) const MAX_PREVIOUS: usize = 4;
 
 impl RecordError {
     /// An error that is not retryable, with no earlier attempts.
@@ -136,7 +139,9 @@ impl RecordError {
 /// An earlier attempt's failure, kept in the final record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PreviousError {
+    /// The failure class.
     pub kind: ErrorKind,
+    /// What went wrong.
     pub message: String,
     /// The HTTP status, when the attempt got a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,8 +149,22 @@ pub struct PreviousError {
 }
 
 /// The failure classes a record can carry; documented one by one in `docs/output.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The input line is not an absolute http(s) URL.
     InvalidUrl,
@@ -178,23 +197,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind's name as records spell it (`invalid_url`, `too_large`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidUrl => "invalid_url",
-            ErrorKind::Dns => "dns",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::HttpStatus => "http_status",
-            ErrorKind::Redirect => "redirect",
-            ErrorKind::Protocol => "protocol",
-            ErrorKind::Body => "body",
-            ErrorKind::Decode => "decode",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::InvalidSpec => "invalid_spec",
-            ErrorKind::Save => "save",
-        }
+        self.into()
     }
 }
 
@@ -211,8 +216,22 @@ pub enum BodyEncoding {
 }
 
 /// What to put in `body` (`--body`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum BodyMode {
     /// JSON when the response is JSON, text when it is UTF-8, base64 otherwise.
     #[default]
@@ -228,19 +247,14 @@ pub enum BodyMode {
 }
 
 impl BodyMode {
+    /// The mode's name, as `--body` takes it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            BodyMode::Auto => "auto",
-            BodyMode::Json => "json",
-            BodyMode::Text => "text",
-            BodyMode::Base64 => "base64",
-            BodyMode::None => "none",
-        }
+        self.into()
     }
 }
 
 /// Turn raw body bytes into the record's `body` and `body_encoding` fields.
-pub fn encode_body(
+pub(crate) fn encode_body(
     mode: BodyMode,
     content_type: Option<&str>,
     bytes: &[u8],
@@ -280,7 +294,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn body_modes() {
+    fn bodies_are_json_text_or_base64_as_the_mode_says() {
         let json = br#"{"a": [1, 2]}"#;
         let (v, e) = encode_body(
             BodyMode::Auto,
@@ -299,5 +313,16 @@ mod tests {
         assert_eq!((v, e), (Value::String("{nope".into()), BodyEncoding::Text));
         assert!(encode_body(BodyMode::None, None, b"x").is_none());
         assert!(is_json_type("application/problem+json"));
+        assert_eq!("base64".parse::<BodyMode>().unwrap(), BodyMode::Base64);
+    }
+
+    #[test]
+    fn error_kind_names_match_their_serde_names() {
+        use strum::VariantArray;
+        for kind in ErrorKind::VARIANTS {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json.as_str().unwrap(), kind.as_str());
+            assert_eq!(kind.as_str().parse::<ErrorKind>().unwrap(), *kind);
+        }
     }
 }

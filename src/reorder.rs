@@ -22,29 +22,29 @@ use crate::record::Record;
 
 /// How many records the reorder buffer may hold, for a run of `concurrency` requests in
 /// flight: twice that, so the pool stays busy past one slow request.
-pub fn window_size(concurrency: NonZeroUsize) -> usize {
+pub(crate) fn window_size(concurrency: NonZeroUsize) -> usize {
     concurrency.get().saturating_mul(2)
 }
 
 /// The dispatcher's side: places in the output order.
-pub struct Order(mpsc::Sender<u64>);
+pub(crate) struct Order(mpsc::Sender<u64>);
 
 impl Order {
     /// Wait for a place in the window; `None` when the reorder stage is gone (nobody reads).
-    pub async fn reserve(&self) -> Option<mpsc::Permit<'_, u64>> {
+    pub(crate) async fn reserve(&self) -> Option<mpsc::Permit<'_, u64>> {
         self.0.reserve().await.ok()
     }
 }
 
 /// A window of `size` places (at least 2): the dispatcher's [`Order`] and the queue
 /// [`reorder`] reads. One place is the seq the stage waits for, the rest sit in the queue.
-pub fn window(size: usize) -> (Order, mpsc::Receiver<u64>) {
+pub(crate) fn window(size: usize) -> (Order, mpsc::Receiver<u64>) {
     let (tx, rx) = mpsc::channel(size.max(2) - 1);
     (Order(tx), rx)
 }
 
 /// Pass records from `input` to `output` in the order the dispatcher gave in `order`.
-pub async fn reorder(
+pub(crate) async fn reorder(
     mut input: mpsc::Receiver<Record>,
     mut order: mpsc::Receiver<u64>,
     output: mpsc::Sender<Record>,

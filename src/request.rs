@@ -1,37 +1,36 @@
-//! Requests: what to send for one input line, from the flags and from JSON spec lines.
+//! Requests: what to send for one input line, from the settings and from JSON spec lines.
 //!
-//! The flags (`-X`, `-H`, `-d`, `--json`) make a [`Template`], checked once when the run
-//! starts. An input line starting with `{` is a [`Spec`] (`{"url", "method", "headers", "body"
-//! or "json", "id"}`) that overrides the template field by field. Header names and values are
-//! validated here (a CR or LF in a value is refused, so a line cannot smuggle a second header
-//! or a second request). This module does not send anything (that is `fetch`).
+//! The settings' [`RequestDefaults`] (the flags `-X`, `-H`, `-d`, `--json`) apply to every
+//! line. An input line starting with `{` is a spec (`{"url", "method", "headers", "body" or
+//! "json", "id"}`) that overrides them field by field. Which URLs may be requested
+//! ([`parse_url`]) is decided here too. Header names and values are checked by `header` (a CR or
+//! LF in a value is refused, so a line cannot smuggle a second header or a second request).
+//! This module does not send anything (that is `fetch`).
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::RequestOptions;
-
 /// What to fetch: a plain URL line has only `url`; a spec line may set the rest.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub url: Url,
-    /// `None`: the template's method (GET, or POST when there is a body).
-    pub method: Option<Method>,
-    /// Headers of the spec; each name given here replaces the template's values for it.
-    pub headers: HeaderMap,
-    /// `None`: the template's body.
-    pub body: Option<Body>,
+pub(crate) struct Request {
+    pub(crate) url: Url,
+    /// `None`: the defaults' method (GET, or POST when there is a body).
+    pub(crate) method: Option<Method>,
+    /// Headers of the spec; each name given here replaces the defaults' values for it.
+    pub(crate) headers: HeaderMap,
+    /// `None`: the defaults' body.
+    pub(crate) body: Option<Body>,
     /// The spec's `id` (a string or a number), echoed in the record.
-    pub id: Option<Value>,
+    pub(crate) id: Option<Value>,
 }
 
 impl Request {
-    /// A plain GET of `url`, everything else from the template.
-    pub fn get(url: Url) -> Request {
+    /// A plain GET of `url`, everything else from the defaults.
+    pub(crate) fn get(url: Url) -> Request {
         Request {
             url,
             method: None,
@@ -40,16 +39,25 @@ impl Request {
             id: None,
         }
     }
+
+    /// The method it is sent with: the spec's or the defaults' (once applied), else GET.
+    pub(crate) fn method(&self) -> Method {
+        self.method.clone().unwrap_or(Method::GET)
+    }
 }
 
 /// A request body: raw bytes, or JSON (which sets the content type when none is given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
+    /// Sent as is; a form (`application/x-www-form-urlencoded`) unless a header says
+    /// otherwise, as with curl's `-d`.
     Raw(Bytes),
+    /// Sent as is, with `Content-Type` and `Accept` set to `application/json` unless given.
     Json(Bytes),
 }
 
 impl Body {
+    /// The bytes to send.
     pub fn bytes(&self) -> Bytes {
         match self {
             Body::Raw(b) | Body::Json(b) => b.clone(),
@@ -57,49 +65,45 @@ impl Body {
     }
 }
 
-/// The request defaults the flags give, checked.
-#[derive(Debug, Clone, Default)]
-pub struct Template {
-    method: Option<Method>,
-    headers: HeaderMap,
-    body: Option<Body>,
+/// An absolute `http` or `https` URL with a host, or why not.
+pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            "not an absolute URL (expected http:// or https://)".to_owned()
+        }
+        e => format!("not a valid URL: {e}"),
+    })?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(format!(
+                "unsupported scheme `{}` (only http and https)",
+                crate::redact::bounded(other, 32)
+            ));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("URL has no host".to_owned());
+    }
+    Ok(url)
 }
 
-impl Template {
-    /// Check the request flags: method token, `Name: value` headers without CR/LF, `@file`
-    /// bodies readable, `--json` parses. The error is one line for stderr.
-    pub fn from_options(o: &RequestOptions) -> Result<Template, String> {
-        let method = o
-            .method
-            .as_deref()
-            .map(|m| parse_method(m).map_err(|e| format!("--method: {e}")))
-            .transpose()?;
-        let mut headers = HeaderMap::new();
-        for h in &o.headers {
-            let (name, value) = parse_header_line(h).map_err(|e| format!("--header: {e}"))?;
-            headers.append(name, value);
-        }
-        let body = match (&o.data, &o.json) {
-            (Some(_), Some(_)) => return Err("--data and --json cannot be used together".into()),
-            (Some(d), None) => Some(Body::Raw(read_arg(d).map_err(|e| format!("--data: {e}"))?)),
-            (None, Some(j)) => {
-                let bytes = read_arg(j).map_err(|e| format!("--json: {e}"))?;
-                serde_json::from_slice::<Value>(&bytes)
-                    .map_err(|e| format!("--json: not valid JSON: {e}"))?;
-                Some(Body::Json(bytes))
-            }
-            (None, None) => None,
-        };
-        Ok(Template {
-            method,
-            headers,
-            body,
-        })
-    }
+/// The request defaults for every line (curl's `-X`, `-H`, `-d`, `--json`); a spec line
+/// overrides them field by field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestDefaults {
+    /// `None`: GET, or POST when there is a body.
+    pub method: Option<Method>,
+    /// Sent with every request; a spec's header of the same name replaces these values.
+    pub headers: HeaderMap,
+    /// Sent with every request that has no body of its own.
+    pub body: Option<Body>,
+}
 
+impl RequestDefaults {
     /// Fill in what `request` leaves open. Afterwards `method` is always set and `headers`
     /// holds every header to send.
-    pub fn apply(&self, mut request: Request) -> Request {
+    pub(crate) fn apply(&self, mut request: Request) -> Request {
         let mut headers = self.headers.clone();
         for name in request.headers.keys() {
             headers.remove(name);
@@ -149,38 +153,6 @@ impl Template {
     }
 }
 
-/// `@path` reads the file; anything else is the text itself.
-fn read_arg(arg: &str) -> Result<Bytes, String> {
-    match arg.strip_prefix('@') {
-        Some(path) => std::fs::read(path)
-            .map(Bytes::from)
-            .map_err(|e| format!("cannot read {path}: {e}")),
-        None => Ok(Bytes::copy_from_slice(arg.as_bytes())),
-    }
-}
-
-fn parse_method(text: &str) -> Result<Method, String> {
-    // Methods are case-sensitive tokens; users type `-X post` and mean POST.
-    Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("`{text}` is not an HTTP method"))
-}
-
-/// `Name: value` (curl's `-H`). The value may be empty; CR and LF are refused.
-pub fn parse_header_line(line: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = line
-        .split_once(':')
-        .ok_or_else(|| format!("`{line}` is not `Name: value`"))?;
-    header(name.trim(), value.trim())
-}
-
-fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("`{name}` is not a valid header name"))?;
-    // The one check every user-supplied header value goes through (CR/LF, control chars).
-    let value = crate::fetch::header_value(name.as_str(), value).map_err(|e| e.to_string())?;
-    Ok((name, value))
-}
-
 /// The JSON form of a spec line, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,7 +173,7 @@ struct Spec {
 /// Why a spec line is not a request: the kind of error, the message, and the id when the spec
 /// got far enough to have one (so the error record can still be matched up).
 #[derive(Debug, Clone)]
-pub struct SpecError {
+pub(crate) struct SpecError {
     pub invalid_url: bool,
     pub message: String,
     pub url: Option<String>,
@@ -209,7 +181,7 @@ pub struct SpecError {
 }
 
 /// Parse a JSON spec line.
-pub fn parse_spec(text: &str) -> Result<Request, SpecError> {
+pub(crate) fn parse_spec(text: &str) -> Result<Request, SpecError> {
     let fail = |message: String| SpecError {
         invalid_url: false,
         message,
@@ -235,14 +207,14 @@ pub fn parse_spec(text: &str) -> Result<Request, SpecError> {
         url: Some(spec.url.clone()),
         id: id.clone(),
     };
-    let url = crate::input::parse_url(spec.url.trim()).map_err(|message| SpecError {
+    let url = parse_url(spec.url.trim()).map_err(|message| SpecError {
         invalid_url: true,
         ..fail(message)
     })?;
     let method = spec
         .method
         .as_deref()
-        .map(parse_method)
+        .map(crate::header::parse_method)
         .transpose()
         .map_err(|e| fail(format!("\"method\": {e}")))?;
     let mut headers = HeaderMap::new();
@@ -263,7 +235,8 @@ pub fn parse_spec(text: &str) -> Result<Request, SpecError> {
         for v in values {
             // A spec's header value is taken as is (no trimming): JSON can say exactly what
             // it means.
-            let (name, value) = header(name, v).map_err(|e| fail(format!("\"headers\": {e}")))?;
+            let (name, value) =
+                crate::header::pair(name, v).map_err(|e| fail(format!("\"headers\": {e}")))?;
             headers.append(name, value);
         }
     }
@@ -289,24 +262,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_lines() {
-        let (n, v) = parse_header_line("X-Token:  abc ").unwrap();
-        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-token", "abc"));
-        assert!(parse_header_line("X-A: a\r\nX-B: b").is_err());
-        assert!(parse_header_line("X-A: a\nb").is_err());
-        assert!(parse_header_line("no colon").is_err());
-        assert!(parse_header_line("bad name: x").is_err());
-    }
-
-    #[test]
-    fn spec_overrides_template() {
-        let t = Template::from_options(&RequestOptions {
-            method: None,
-            headers: vec!["A: 1".into(), "B: 2".into()],
-            data: Some("flag".into()),
-            json: None,
-        })
-        .unwrap();
+    fn a_spec_overrides_the_defaults_field_by_field() {
+        let mut t = RequestDefaults::default();
+        for h in ["A: 1", "B: 2"] {
+            let (name, value) = crate::header::parse_header(h).unwrap();
+            t.headers.append(name, value);
+        }
+        t.body = Some(Body::Raw(Bytes::from("flag")));
         let r = t.apply(
             parse_spec(
                 r#"{"url":"http://a.test/","headers":{"b":["x","y"]},"json":{"k":1},"id":7}"#,
@@ -333,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_specs() {
+    fn bad_specs_say_whether_the_url_or_the_spec_is_wrong() {
         for (text, url_kind) in [
             (r#"{"url": 5}"#, false),
             (r#"{"url":"http://a.test/","nope":1}"#, false),

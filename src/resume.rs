@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::fetch::display_url;
+use crate::redact::display_url;
 
 /// The (seq, url) pairs that have an ok record in an earlier run's output.
 #[derive(Debug)]
-pub struct Done {
+pub(crate) struct Done {
     path: PathBuf,
     keys: HashSet<u64>,
 }
@@ -35,7 +35,7 @@ struct Seen {
 
 impl Done {
     /// Read an earlier run's output (JSON lines as fetchall writes them).
-    pub fn load(path: &Path) -> io::Result<Done> {
+    pub(crate) fn load(path: &Path) -> io::Result<Done> {
         let (done, unreadable) = Done::read(path)?;
         if unreadable > 0 {
             tracing::warn!(
@@ -47,7 +47,7 @@ impl Done {
     }
 
     /// [`Done::load`] without a word about it: the set, and how many lines were not records.
-    pub fn read(path: &Path) -> io::Result<(Done, u64)> {
+    pub(crate) fn read(path: &Path) -> io::Result<(Done, u64)> {
         let file = std::fs::File::open(path)?;
         let mut done = Done {
             path: path.to_owned(),
@@ -69,23 +69,18 @@ impl Done {
     }
 
     /// Whether input line `seq` with `url` already has an ok record.
-    pub fn contains(&self, seq: u64, url: &Url) -> bool {
+    pub(crate) fn contains(&self, seq: u64, url: &Url) -> bool {
         // Records hold the URL as displayed (credentials masked), so compare that form.
         self.keys.contains(&key(seq, &display_url(url)))
     }
 
     /// How many ok records were loaded.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Whether no ok record was loaded.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The file the records came from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -16,22 +16,18 @@ use reqwest::Method;
 
 use crate::record::ErrorKind;
 
-/// The default number of retries after the first attempt (`--retries`).
-pub const DEFAULT_RETRIES: u32 = 2;
-/// The default first backoff ceiling (`--retry-base`).
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(250);
-/// The default largest backoff ceiling (`--retry-cap`).
-pub const DEFAULT_RETRY_CAP: Duration = Duration::from_secs(10);
-/// The default longest `Retry-After` honoured (`--max-retry-wait`).
-pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
-
-/// How a run retries; built from `Settings`.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Retries after the first attempt (so at most `retries + 1` attempts).
+/// How a run retries failed attempts (`--retries`, `--retry-base`, `--retry-cap`,
+/// `--max-retry-wait`, `--retry-500`, `--retry-non-idempotent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so at most `retries + 1` attempts). Default 2.
     pub retries: u32,
+    /// The first backoff ceiling. Default 250 ms.
     pub base: Duration,
+    /// The largest backoff ceiling. Default 10 s.
     pub cap: Duration,
+    /// The longest `Retry-After` honoured; a longer one fails the record. Default 60 s.
     pub max_wait: Duration,
     /// Retry a 500 Internal Server Error (opt-in: it is often a bug, not a hiccup).
     pub retry_500: bool,
@@ -39,9 +35,22 @@ pub struct Policy {
     pub non_idempotent: bool,
 }
 
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 2,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(10),
+            max_wait: Duration::from_secs(60),
+            retry_500: false,
+            non_idempotent: false,
+        }
+    }
+}
+
 /// What one failed attempt looked like, as far as the policy cares.
 #[derive(Debug, Clone, Copy)]
-pub struct Failure<'a> {
+pub(crate) struct Failure<'a> {
     pub kind: ErrorKind,
     pub status: Option<u16>,
     /// The raw `Retry-After` header of the response, if any.
@@ -50,7 +59,7 @@ pub struct Failure<'a> {
 
 /// The policy's answer after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Wait this long, then try again.
     Retry(Duration),
     /// Stop here. `retryable` says whether the failure was of a retryable class at all.
@@ -59,9 +68,9 @@ pub enum Decision {
     WaitTooLong { asked: Duration },
 }
 
-impl Policy {
+impl RetryPolicy {
     /// Decide after attempt number `attempt` (1-based) failed with `failure`.
-    pub fn decide(&self, method: &Method, failure: &Failure<'_>, attempt: u32) -> Decision {
+    pub(crate) fn decide(&self, method: &Method, failure: &Failure<'_>, attempt: u32) -> Decision {
         let retryable = is_retryable(failure.kind, failure.status, self.retry_500);
         if !retryable {
             return Decision::GiveUp { retryable };
@@ -80,7 +89,7 @@ impl Policy {
     }
 
     /// Full jitter: uniform in `[0, min(cap, base * 2^(attempt-1))]`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(30))
@@ -90,7 +99,7 @@ impl Policy {
 }
 
 /// Whether a failure of this kind (and status) is worth another attempt, whatever the method.
-pub fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool) -> bool {
+pub(crate) fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool) -> bool {
     match kind {
         ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Body => true,
         ErrorKind::HttpStatus => match status {
@@ -112,7 +121,7 @@ pub fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool) -> bo
 }
 
 /// RFC 9110 §9.2.2: repeating these has the same effect as sending them once.
-pub fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -121,7 +130,7 @@ pub fn is_idempotent(method: &Method) -> bool {
 
 /// `Retry-After` as a wait from `now`: delay-seconds (`120`) or an HTTP date. A date in the
 /// past means "now"; anything unparsable is ignored (`None`), so the normal backoff applies.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         // Clamp absurd values instead of overflowing; they are over any --max-retry-wait.
@@ -135,8 +144,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
             retries: 2,
             base: Duration::from_millis(100),
             cap: Duration::from_millis(300),
@@ -155,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn which_failures_retry() {
+    fn only_transient_failures_of_idempotent_requests_retry() {
         let p = policy();
         let get = Method::GET;
         for code in [408, 429, 502, 503, 504] {
@@ -171,7 +180,7 @@ mod tests {
                 "{code}"
             );
         }
-        let with_500 = Policy {
+        let with_500 = RetryPolicy {
             retry_500: true,
             ..policy()
         };
@@ -189,7 +198,7 @@ mod tests {
             p.decide(&Method::POST, &status(503, None), 1),
             Decision::GiveUp { retryable: true }
         );
-        let post_ok = Policy {
+        let post_ok = RetryPolicy {
             non_idempotent: true,
             ..policy()
         };
@@ -213,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_in_both_forms() {
+    fn retry_after_is_read_in_both_forms_and_capped_by_max_wait() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));

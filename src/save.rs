@@ -17,7 +17,7 @@ const MAX_NAME: usize = 100;
 
 /// The file name for a record: the id with anything but `[A-Za-z0-9._-]` replaced by `_`
 /// (and no leading dot), or the seq when there is no usable id.
-pub fn file_name(seq: u64, id: Option<&Value>) -> String {
+pub(crate) fn file_name(seq: u64, id: Option<&Value>) -> String {
     let id = match id {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -43,7 +43,7 @@ pub fn file_name(seq: u64, id: Option<&Value>) -> String {
 }
 
 /// Write `bytes` to `dir` and describe the file. The error is a one-line message.
-pub async fn write(
+pub(crate) async fn write(
     dir: &Path,
     seq: u64,
     id: Option<&Value>,

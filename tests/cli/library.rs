@@ -12,10 +12,8 @@ async fn start_runs_on_the_callers_runtime() {
     let input: String = (0..20)
         .map(|i| server.url(&format!("/delay/{}", 100 + i)) + "\n")
         .collect();
-    let settings = fetchall::Settings {
-        concurrency: NonZeroUsize::new(3).unwrap(),
-        ..fetchall::Settings::default()
-    };
+    let mut settings = fetchall::Settings::default();
+    settings.concurrency = NonZeroUsize::new(3).unwrap();
     let mut run = fetchall::start(settings, Box::pin(std::io::Cursor::new(input))).unwrap();
     let mut seen = BTreeSet::new();
     while let Some(record) = run.next().await {
@@ -62,11 +60,9 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
 async fn a_cancelled_token_stops_the_run() {
     let server = Server::start().await;
     let input: String = (0..50).map(|_| server.url("/delay/5000") + "\n").collect();
-    let settings = fetchall::Settings {
-        concurrency: NonZeroUsize::new(2).unwrap(),
-        grace: std::time::Duration::from_millis(100),
-        ..fetchall::Settings::default()
-    };
+    let mut settings = fetchall::Settings::default();
+    settings.concurrency = NonZeroUsize::new(2).unwrap();
+    settings.grace = std::time::Duration::from_millis(100);
     let stop = tokio_util::sync::CancellationToken::new();
     let mut run = fetchall::start_with_cancel(
         settings,

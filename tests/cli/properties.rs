@@ -1,42 +1,11 @@
-//! Property tests: any input line and any size, rate or duration text gives a value or a
-//! clear error, never a panic.
+//! Property tests: any size, rate or duration text gives a value or a clear error, never a
+//! panic. (The input-line classifier's properties are unit tests in `src/input.rs`.)
 
-use fetchall::units::{ByteSize, HumanDuration, Rate};
+use fetchall::{ByteSize, HumanDuration, Rate};
 use proptest::prelude::*;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
-
-    #[test]
-    fn any_bytes_are_a_request_an_error_or_skipped(
-        raw in proptest::collection::vec(any::<u8>(), 0..300),
-        complete in any::<bool>(),
-    ) {
-        match fetchall::input::parse_line(&raw, complete) {
-            None => {
-                let text = String::from_utf8_lossy(&raw);
-                let t = text.trim();
-                prop_assert!(t.is_empty() || t.starts_with('#'));
-            }
-            Some(Ok(request)) => {
-                prop_assert!(matches!(request.url.scheme(), "http" | "https"));
-                prop_assert!(complete);
-            }
-            Some(Err(bad)) => {
-                prop_assert!(!bad.reason.is_empty());
-                prop_assert!(bad.text.len() <= 4 * 512);
-            }
-        }
-    }
-
-    #[test]
-    fn url_like_lines_never_panic(
-        scheme in "(http|https|ftp|file|data|HTTP|)",
-        rest in "[ -~]{0,80}",
-    ) {
-        let line = format!("{scheme}://{rest}");
-        let _ = fetchall::input::parse_line(line.as_bytes(), true);
-    }
 
     #[test]
     fn units_parse_or_fail_cleanly(s in "\\PC{0,40}") {

@@ -11,12 +11,12 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// The resolver fetchall's client uses.
 #[derive(Debug, Default, Clone)]
-pub struct SystemResolver;
+pub(super) struct SystemResolver;
 
 /// A name that does not resolve.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve host `{host}`: {reason}")]
-pub struct DnsError {
+pub(super) struct DnsError {
     pub host: String,
     pub reason: String,
 }

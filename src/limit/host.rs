@@ -14,18 +14,14 @@ use url::Url;
 
 /// `scheme://host:port`, cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HostKey(Arc<str>);
+pub(crate) struct HostKey(Arc<str>);
 
 impl HostKey {
     /// The host of `url` (an http or https URL, as `input` guarantees).
-    pub fn of(url: &Url) -> HostKey {
+    pub(crate) fn of(url: &Url) -> HostKey {
         let host = url.host_str().unwrap_or("");
         let port = url.port_or_known_default().unwrap_or(0);
         HostKey(format!("{}://{host}:{port}", url.scheme()).into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 

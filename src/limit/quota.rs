@@ -38,7 +38,7 @@ use crate::units::Rate;
 /// The timer lateness an automatic burst absorbs: starts that fall behind schedule by up to
 /// this much (a tokio timer fires ~1-2 ms late; a busy machine adds more) are caught up, so
 /// the long-run mean stays at the configured rate. See `auto_burst`.
-pub const LATENESS_ALLOWANCE: Duration = Duration::from_millis(20);
+pub(super) const LATENESS_ALLOWANCE: Duration = Duration::from_millis(20);
 
 /// The longest tolerance `(B - 1) * T` a quota gets (about 146 years): governor keeps times
 /// as `u64` nanoseconds, so a huge `--burst` on a slow rate is capped to stay clear of
@@ -78,7 +78,7 @@ impl StateStore for TatStore {
 
 /// A refusal: when a cell will conform, and the quota that said so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wait {
+pub(super) struct Wait {
     /// governor's `NotUntil::earliest_possible()`.
     pub until: Instant,
     pub quota: governor::Quota,
@@ -86,7 +86,7 @@ pub struct Wait {
 
 impl Wait {
     /// How late a start may be without losing schedule (`tau`).
-    pub fn tolerance(&self) -> Duration {
+    pub(super) fn tolerance(&self) -> Duration {
         tolerance(&self.quota)
     }
 }
@@ -100,7 +100,7 @@ fn tolerance(q: &governor::Quota) -> Duration {
 /// The clock is a type parameter only so the unit tests can drive time by hand; the gate
 /// uses `Quota` = `Quota<MonotonicClock>`.
 #[derive(Debug)]
-pub struct Quota<C: Clock<Instant = Instant> = MonotonicClock> {
+pub(super) struct Quota<C: Clock<Instant = Instant> = MonotonicClock> {
     limiter: RateLimiter<Op, TatStore, C, StateInformationMiddleware>,
     /// A clock reading taken just after the limiter was built. governor measures its TAT from
     /// the limiter's start, which it reads itself and does not expose; that start is at most
@@ -110,20 +110,24 @@ pub struct Quota<C: Clock<Instant = Instant> = MonotonicClock> {
 
 impl Quota {
     /// A quota of `rate` with `burst` (`None`: the automatic burst for that rate).
-    pub fn new(rate: Rate, burst: Option<NonZeroU32>) -> Quota {
+    pub(super) fn new(rate: Rate, burst: Option<NonZeroU32>) -> Quota {
         Quota::with_clock(rate.interval(), burst, None, MonotonicClock)
     }
 
     /// A quota of one cell per `interval` whose TAT is `tat` (`None`: fresh, a full bucket):
     /// the first cell conforms at `tat - tau`. The adaptive quota starts this way.
-    pub fn scheduled(interval: Duration, burst: Option<NonZeroU32>, tat: Option<Instant>) -> Quota {
+    pub(super) fn scheduled(
+        interval: Duration,
+        burst: Option<NonZeroU32>,
+        tat: Option<Instant>,
+    ) -> Quota {
         Quota::with_clock(interval, burst, tat, MonotonicClock)
     }
 }
 
 impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     /// [`Quota::scheduled`] on any clock that reads std `Instant`s.
-    pub fn with_clock(
+    pub(super) fn with_clock(
         interval: Duration,
         burst: Option<NonZeroU32>,
         tat: Option<Instant>,
@@ -154,28 +158,30 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     }
 
     /// The quota governor enforces (interval and burst).
-    pub fn quota(&self) -> governor::Quota {
+    pub(super) fn quota(&self) -> governor::Quota {
         match self.limiter.check_key(&Op::Peek) {
             Ok(snapshot) => snapshot.quota(),
             Err(not_until) => not_until.quota(),
         }
     }
 
-    pub fn interval(&self) -> Duration {
+    #[cfg(test)]
+    pub(super) fn interval(&self) -> Duration {
         self.quota().replenish_interval()
     }
 
-    pub fn burst(&self) -> NonZeroU32 {
+    pub(super) fn burst(&self) -> NonZeroU32 {
         self.quota().burst_size()
     }
 
+    #[cfg(test)]
     /// How late a start may be without losing schedule (`tau`).
-    pub fn tolerance(&self) -> Duration {
+    pub(super) fn tolerance(&self) -> Duration {
         tolerance(&self.quota())
     }
 
     /// Would a cell conform now? governor decides; nothing changes.
-    pub fn peek(&self) -> Result<(), Wait> {
+    pub(super) fn peek(&self) -> Result<(), Wait> {
         self.peek_snapshot().map(drop)
     }
 
@@ -189,7 +195,7 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     /// Take a cell now: governor's check, kept. After a yes from [`Quota::peek`] this cannot
     /// refuse (time only moves forward, and only a take moves the TAT), but if it does, the
     /// caller gets the refusal and nothing is taken.
-    pub fn take(&mut self) -> Result<(), Wait> {
+    pub(super) fn take(&mut self) -> Result<(), Wait> {
         self.limiter
             .check_key(&Op::Take)
             .map(drop)
@@ -202,7 +208,7 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     /// True when the state is indistinguishable from a fresh quota (the bucket is full), so it
     /// can be dropped without changing any future decision: a cell taken now would leave
     /// `B - 1` in governor's snapshot (which happens exactly when `TAT <= now`).
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.peek_snapshot().is_ok_and(|s| {
             s.remaining_burst_capacity().saturating_add(1) == s.quota().burst_size().get()
         })
@@ -214,7 +220,7 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     /// comes a full new interval after the refused one, as if a cell had been taken at
     /// `granted` at the new rate.) Keeping the TAT keeps what the old quota remembers of
     /// recent starts; the next cell conforms at `TAT - tau'` under the new tolerance.
-    pub fn reshape(
+    pub(super) fn reshape(
         self,
         interval: Duration,
         burst: Option<NonZeroU32>,
@@ -241,7 +247,7 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
 /// of `B` lets a start that is up to `(B - 1) * T` late keep its place in the schedule. This
 /// choice is 1 (strict spacing) below 50/s, where the gate spins the last ~2 ms instead, and
 /// grows with the rate above: 2 at 50/s, 21 at 1000/s, 101 at 5000/s (20 ms worth of starts).
-pub fn auto_burst(interval: Duration) -> NonZeroU32 {
+pub(super) fn auto_burst(interval: Duration) -> NonZeroU32 {
     let extra = LATENESS_ALLOWANCE.as_nanos() / interval.as_nanos().max(1);
     NonZeroU32::new(u32::try_from(extra.saturating_add(1)).unwrap_or(u32::MAX))
         .unwrap_or(NonZeroU32::MIN)

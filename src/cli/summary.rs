@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::record::Record;
+use fetchall::Record;
 
 /// Latency buckets: bucket `i` holds latencies up to `MIN_MS * GROWTH^i` ms.
-pub const BUCKETS: usize = 1200;
+pub(crate) const BUCKETS: usize = 1200;
 const MIN_MS: f64 = 0.01;
 const GROWTH: f64 = 1.02;
 
 /// A fixed-size latency histogram (ms).
 #[derive(Debug, Clone)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: Vec<u64>,
     count: u64,
     sum: f64,
@@ -40,7 +40,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    pub fn record(&mut self, ms: f64) {
+    pub(crate) fn record(&mut self, ms: f64) {
         let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
         let i = if ms <= MIN_MS {
             0
@@ -55,7 +55,7 @@ impl Histogram {
 
     /// The latency below which a fraction `q` of the recorded ones fall (the bucket's upper
     /// bound, never more than the largest seen); `None` when nothing was recorded.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
         }
@@ -73,7 +73,7 @@ impl Histogram {
 
 /// Counts a run's records as they are written.
 #[derive(Debug, Clone)]
-pub struct Summary {
+pub(crate) struct Summary {
     started: Instant,
     records: u64,
     ok: u64,
@@ -84,7 +84,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(started: Instant) -> Summary {
+    pub(crate) fn new(started: Instant) -> Summary {
         Summary {
             started,
             records: 0,
@@ -96,7 +96,7 @@ impl Summary {
         }
     }
 
-    pub fn observe(&mut self, record: &Record) {
+    pub(crate) fn observe(&mut self, record: &Record) {
         self.records += 1;
         self.ok += u64::from(record.ok);
         self.bytes += record.bytes.unwrap_or(0);
@@ -112,7 +112,7 @@ impl Summary {
     }
 
     /// The summary as of now.
-    pub fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         let elapsed_s = self.started.elapsed().as_secs_f64();
         let h = &self.latency;
         let latency_ms = (h.count > 0).then(|| Latency {
@@ -155,7 +155,7 @@ fn round(x: f64) -> f64 {
 
 /// The summary as written by `--summary FILE` (JSON) and on a terminal (its `Display`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Records written (one per input line).
     pub records: u64,
     pub ok: u64,
@@ -177,7 +177,7 @@ pub struct Report {
 
 /// Latency percentiles in milliseconds (from a histogram: within 2%).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub requests: u64,
     pub p50: f64,
     pub p95: f64,

@@ -12,20 +12,20 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::retry::parse_retry_after;
 
 /// Multiplicative decrease: a 429 multiplies the host's rate by this.
-pub const DECREASE: f64 = 0.5;
+pub(super) const DECREASE: f64 = 0.5;
 /// Additive increase: each successful response adds this many requests per second.
-pub const INCREASE_PER_SUCCESS: f64 = 0.05;
+pub(super) const INCREASE_PER_SUCCESS: f64 = 0.05;
 /// The adaptive rate never goes below this (one request every 10 s).
-pub const MIN_RATE: f64 = 0.1;
+pub(super) const MIN_RATE: f64 = 0.1;
 /// With no rate configured for the host, a first 429 cuts from this rate (so to 5/s), and the
 /// host is unlimited again once additive increase brings it back here.
-pub const UNLIMITED_START: f64 = 10.0;
+pub(super) const UNLIMITED_START: f64 = 10.0;
 
 /// Does this response ask the host to pause, and until when? (429 or 503 with a valid
 /// `Retry-After`.) The pause is capped at `max` (`--max-retry-wait`, the longest wait the user
 /// accepts): a server asking for a day would otherwise hold the host's queue for a day; past
 /// the cap the host resumes, and a new 429 pauses it again.
-pub fn pause_until(
+pub(super) fn pause_until(
     status: u16,
     retry_after: Option<&str>,
     now: Instant,
@@ -40,7 +40,7 @@ pub fn pause_until(
 
 /// One host's adaptive rate (AIMD).
 #[derive(Debug, Clone)]
-pub struct Aimd {
+pub(super) struct Aimd {
     /// Requests per second now; `None` while unlimited.
     rate: Option<f64>,
     /// The configured rate for the host, which additive increase never exceeds; `None` when
@@ -52,7 +52,7 @@ pub struct Aimd {
 }
 
 impl Aimd {
-    pub fn new(ceiling: Option<f64>) -> Aimd {
+    pub(super) fn new(ceiling: Option<f64>) -> Aimd {
         Aimd {
             rate: ceiling,
             ceiling,
@@ -61,17 +61,17 @@ impl Aimd {
     }
 
     /// Requests per second now (`None`: unlimited).
-    pub fn rate(&self) -> Option<f64> {
+    pub(super) fn rate(&self) -> Option<f64> {
         self.rate
     }
 
     /// Whether the rate is below what is configured (the state is worth remembering).
-    pub fn is_cut(&self) -> bool {
+    pub(super) fn is_cut(&self) -> bool {
         self.rate != self.ceiling
     }
 
     /// A 429 arrived for a request admitted at `admitted`. Returns whether the rate changed.
-    pub fn on_too_many(&mut self, admitted: Instant, now: Instant) -> bool {
+    pub(super) fn on_too_many(&mut self, admitted: Instant, now: Instant) -> bool {
         if self.last_cut.is_some_and(|cut| admitted < cut) {
             return false;
         }
@@ -82,7 +82,7 @@ impl Aimd {
     }
 
     /// A successful response arrived. Returns whether the rate changed.
-    pub fn on_success(&mut self) -> bool {
+    pub(super) fn on_success(&mut self) -> bool {
         let Some(rate) = self.rate else {
             return false;
         };

@@ -17,8 +17,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::config::Settings;
-use crate::record::Record;
+use fetchall::{Record, Settings};
 
 /// Run all three lessons, narrating to `out`.
 pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
@@ -96,14 +95,12 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
 
 /// Fetch `urls` with `concurrency` slots; the records and the wall time in seconds.
 async fn fetch(urls: &[String], concurrency: usize) -> io::Result<(Vec<Record>, f64)> {
-    let settings = Settings {
-        concurrency: NonZeroUsize::new(concurrency).unwrap_or(NonZeroUsize::MIN),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.concurrency = NonZeroUsize::new(concurrency).unwrap_or(NonZeroUsize::MIN);
     let input = urls.join("\n").into_bytes();
     let started = Instant::now();
     let mut run =
-        crate::start(settings, Box::pin(io::Cursor::new(input))).map_err(io::Error::other)?;
+        fetchall::start(settings, Box::pin(io::Cursor::new(input))).map_err(io::Error::other)?;
     let mut records = Vec::new();
     while let Some(record) = run.next().await {
         records.push(record);

@@ -1,0 +1,218 @@
+//! The command line: the clap definitions, and parsing them over the config file.
+//!
+//! Parsing happens once ([`parse`]): find the config file (`--config`, `FETCHALL_CONFIG`, or the
+//! default path), read it, install its values as the options' defaults, then let clap parse
+//! the flags and the environment. What comes out is typed; nothing after this parses a string.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use super::config_file::ConfigFile;
+use super::options::{RunArgs, is_run_option, with_env_names};
+
+/// Fetch many URLs concurrently and politely; print one JSON record per input line.
+///
+/// Reads one URL per line from FILE (or stdin); blank lines and lines starting with `#` are
+/// skipped. Records go to stdout in completion order; logs go to stderr.
+///
+/// Exit status: 0 every record ok, 1 some record failed, 2 usage or fatal error, 130/143
+/// stopped by Ctrl-C/SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "fetchall", version, args_conflicts_with_subcommands = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    /// File of URLs, one per line; `-` or no FILE reads stdin
+    #[arg(value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Read options from a TOML file (keys are the long flag names); FETCHALL_* variables and
+    /// flags override it [default: $XDG_CONFIG_HOME/fetchall/config.toml if it exists]
+    #[arg(long, value_name = "PATH", env = "FETCHALL_CONFIG", global = true)]
+    pub(crate) config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) options: RunArgs,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    /// Only errors on stderr: no progress line, no summary, no per-URL log lines
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Replay the three lessons of async I/O against an embedded loopback server (no network
+    /// needed): overlapping waits, a semaphore, and failures as data
+    Demo,
+    /// Print the effective configuration as TOML, each value with where it came from
+    /// (default, config file, FETCHALL_* environment variable, flag); takes the same options.
+    /// Credential headers and a proxy password show as ****
+    Config {
+        #[command(flatten)]
+        options: Box<RunArgs>,
+    },
+    /// Print a shell completion script (e.g. `fetchall completions bash > /etc/bash_completion.d/fetchall`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `fetchall man > fetchall.1`
+    Man,
+}
+
+/// The whole command, environment variable names included (for parsing, completions and the
+/// man page alike).
+pub(crate) fn command() -> clap::Command {
+    with_env_names(Cli::command()).mut_subcommand("config", with_env_names)
+}
+
+/// A parsed command line: the arguments, the config file under them, and where each run
+/// option's value came from.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) cli: Cli,
+    pub(crate) file: ConfigFile,
+    /// Every run option's raw values (as given, or the default) and origin, in declaration
+    /// order: what `fetchall config` prints.
+    pub(crate) effective: Vec<Effective>,
+}
+
+/// One run option's value as given and where it came from.
+#[derive(Debug)]
+pub(crate) struct Effective {
+    pub(crate) key: String,
+    pub(crate) values: Vec<String>,
+    /// Whether the option takes a list (`rate`, `header`).
+    pub(crate) repeats: bool,
+    /// Whether the option is a boolean (its raw value may be `1`, `yes`, `on`...).
+    pub(crate) boolean: bool,
+    /// `flag`, `environment FETCHALL_X`, `config file` or `default`.
+    pub(crate) origin: String,
+}
+
+/// Parse the process's arguments over the config file. A usage error exits here (status 2,
+/// clap's message); a config file that cannot be used is returned as one line.
+pub(crate) fn parse() -> Result<Parsed, String> {
+    parse_from(std::env::args_os().collect())
+}
+
+fn parse_from(args: Vec<OsString>) -> Result<Parsed, String> {
+    // First pass, errors ignored: only to learn which config file to read.
+    let explicit = command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)
+        .ok()
+        .and_then(|m| m.get_one::<PathBuf>("config").cloned());
+    let file = ConfigFile::load(explicit.as_deref())?;
+    let matches = file.install(command())?.get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let run_matches = match matches.subcommand() {
+        Some(("config", sub)) => sub,
+        _ => &matches,
+    };
+    let effective = effective(run_matches, &file);
+    Ok(Parsed {
+        cli,
+        file,
+        effective,
+    })
+}
+
+/// Every run option in `matches`, with its raw values and origin.
+fn effective(matches: &ArgMatches, file: &ConfigFile) -> Vec<Effective> {
+    let cmd = command();
+    cmd.get_arguments()
+        .filter_map(|arg| {
+            let key = arg.get_long().filter(|l| is_run_option(l))?;
+            let id = arg.get_id().as_str();
+            let values = matches
+                .get_raw(id)
+                .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let origin = match matches.value_source(id) {
+                Some(ValueSource::CommandLine) => "flag".to_owned(),
+                Some(ValueSource::EnvVariable) => format!(
+                    "environment {}",
+                    arg.get_env()
+                        .map(|e| e.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+                _ if file.sets(key) => "config file".to_owned(),
+                _ => "default".to_owned(),
+            };
+            Some(Effective {
+                key: key.to_owned(),
+                values,
+                repeats: matches!(arg.get_action(), clap::ArgAction::Append),
+                boolean: arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>(),
+                origin,
+            })
+        })
+        .collect()
+}
+
+impl Cli {
+    /// The tracing filter the flags ask for (`RUST_LOG`, when set, wins).
+    pub(crate) fn log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            (false, _) => "trace",
+        }
+    }
+}
+
+/// Where values come from, as a map for tests: key -> origin.
+#[cfg(test)]
+fn origins(parsed: &Parsed) -> std::collections::BTreeMap<String, String> {
+    parsed
+        .effective
+        .iter()
+        .map(|e| (e.key.clone(), e.origin.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Parsed {
+        parse_from(args.iter().map(OsString::from).collect()).unwrap()
+    }
+
+    #[test]
+    fn every_run_option_has_an_environment_variable_named_after_its_flag() {
+        let cmd = command();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| is_run_option(l)) else {
+                continue;
+            };
+            let env = arg.get_env().unwrap().to_string_lossy().into_owned();
+            assert_eq!(
+                env,
+                format!("FETCHALL_{}", long.to_uppercase().replace('-', "_"))
+            );
+        }
+    }
+
+    #[test]
+    fn flags_are_typed_and_their_origin_is_kept() {
+        let p = parse(&["fetchall", "-c", "7", "--rate", "5/s", "urls.txt"]);
+        assert_eq!(p.cli.options.concurrency.get(), 7);
+        assert_eq!(p.cli.options.rate.len(), 1);
+        let origins = origins(&p);
+        assert_eq!(origins["concurrency"], "flag");
+        assert_eq!(origins["timeout"], "default");
+    }
+}

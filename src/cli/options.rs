@@ -1,0 +1,331 @@
+//! The run options: each declared once, here, as a clap argument.
+//!
+//! One declaration gives an option its flag (`--max-body`), its help text and default, its
+//! environment variable (`FETCHALL_MAX_BODY`, derived from the flag by [`with_env_names`]) and
+//! its config-file key (`max-body`, the flag's name: see `config_file`). Adding an option means
+//! adding a field here and saying in [`RunArgs::resolve`] where it goes in the library's
+//! `Settings`. Built-in defaults come from `fetchall::Settings::default()`, so the binary and
+//! the library cannot disagree about them.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
+use fetchall::{
+    Body, BodyMode, ByteSize, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
+    SettingsError,
+};
+use strum::VariantNames;
+
+/// The library's defaults, shown in `--help` and used when nothing else sets an option.
+static D: LazyLock<Settings> = LazyLock::new(Settings::default);
+
+/// The most runtime threads `--threads` accepts: far more than any machine has cores, far
+/// fewer than would exhaust memory on thread stacks.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+/// Run options as given on the command line, in the environment or in the config file.
+///
+/// Field names are the long flag names and the config keys (`connect-timeout`), so a user
+/// learns one spelling.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Most requests in flight at once
+    #[arg(short = 'c', long, value_name = "N", default_value_t = D.concurrency)]
+    pub(crate) concurrency: NonZeroUsize,
+
+    /// Rate limit for request starts: N/s, N/m or N/h (fractions allowed, e.g. 0.5/s).
+    /// Repeat to stack quotas; all apply [default: unlimited]
+    #[arg(short = 'r', long, value_name = "RATE")]
+    pub(crate) rate: Vec<Rate>,
+
+    /// Requests a rate limit lets through back to back after an idle spell, for every quota
+    /// [default: auto: 1 below 50/s, else 20 ms worth of requests, so late timer wake-ups do
+    /// not lower the mean rate; see docs/rate-limiting.md]
+    #[arg(long, value_name = "N")]
+    pub(crate) burst: Option<NonZeroU32>,
+
+    /// Whole-request timeout of each attempt, connect to last body byte (e.g. 30s, 500ms);
+    /// must be above zero
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.timeout))]
+    pub(crate) timeout: HumanDuration,
+
+    /// TCP (and TLS) connect timeout
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.connect_timeout))]
+    pub(crate) connect_timeout: HumanDuration,
+
+    /// How to put the response body in the record
+    #[arg(long, value_name = "MODE", default_value_t = D.body, value_parser = body_mode())]
+    pub(crate) body: BodyMode,
+
+    /// Largest body to accept, in bytes (units: k, Ki, M, Mi, G, Gi); a larger one fails with
+    /// kind too_large
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(D.max_body))]
+    pub(crate) max_body: ByteSize,
+
+    /// User-Agent header
+    #[arg(short = 'A', long, value_name = "TEXT", default_value_t = D.user_agent.clone())]
+    pub(crate) user_agent: String,
+
+    /// Retries after a failed attempt (connect, timeout, cut-off body, 408/429/502/503/504)
+    #[arg(long, value_name = "N", default_value_t = D.retry.retries)]
+    pub(crate) retries: u32,
+
+    /// First backoff ceiling; the wait before retry n is random in [0, min(cap, base*2^(n-1))]
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.retry.base))]
+    pub(crate) retry_base: HumanDuration,
+
+    /// Largest backoff ceiling
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.retry.cap))]
+    pub(crate) retry_cap: HumanDuration,
+
+    /// Longest Retry-After honoured; a server asking for more fails the record, stating its
+    /// wait
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.retry.max_wait))]
+    pub(crate) max_retry_wait: HumanDuration,
+
+    /// Also retry 500 Internal Server Error [default: off]
+    #[arg(long)]
+    pub(crate) retry_500: bool,
+
+    /// Also retry non-idempotent methods (POST, PATCH) [default: off]
+    #[arg(long)]
+    pub(crate) retry_non_idempotent: bool,
+
+    /// Read-idle timeout: longest wait for the next bytes of a response
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.read_timeout))]
+    pub(crate) read_timeout: HumanDuration,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may finish before they are
+    /// cancelled
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.grace))]
+    pub(crate) grace: HumanDuration,
+
+    /// Skip input lines that have an ok record (same seq and url) in this earlier output
+    #[arg(long, value_name = "PREVIOUS.jsonl")]
+    pub(crate) resume: Option<PathBuf>,
+
+    /// Do not verify TLS certificates: accept self-signed, expired or wrong-name certificates
+    /// (warns on stderr)
+    #[arg(short = 'k', long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value_t = D.insecure, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) insecure: bool,
+
+    /// HTTP method for every request (a spec line's "method" wins)
+    /// [default: GET, or POST with --data/--json]
+    #[arg(short = 'X', long, value_name = "METHOD")]
+    pub(crate) method: Option<String>,
+
+    /// Request header "Name: value"; repeat for more. A spec line's header of the same name
+    /// replaces it [default: none]
+    #[arg(short = 'H', long, value_name = "HEADER")]
+    pub(crate) header: Vec<String>,
+
+    /// Request body: TEXT, or @FILE to send a file's bytes; implies POST; sent as a form
+    /// (application/x-www-form-urlencoded) unless -H sets a Content-Type [default: none]
+    #[arg(short = 'd', long, value_name = "TEXT|@FILE", conflicts_with = "json")]
+    pub(crate) data: Option<String>,
+
+    /// JSON request body (TEXT or @FILE; must parse as JSON); sets Content-Type and Accept to
+    /// application/json and implies POST [default: none]
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub(crate) json: Option<String>,
+
+    /// Most redirects to follow; 0 does not follow (a 3xx is then the record's status)
+    #[arg(long, value_name = "N", default_value_t = D.max_redirects)]
+    pub(crate) max_redirects: u32,
+
+    /// Send every request through this proxy: http://, https://, socks5:// (names resolved
+    /// here), socks5h:// (resolved by the proxy), socks4:// or socks4a://; NO_PROXY applies.
+    /// Without it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY are honoured
+    /// [default: from the environment]
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+
+    /// Add the response headers to each record ("headers": {name: [values]})
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value_t = D.response_headers, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) headers: bool,
+
+    /// Write each response body to a file in DIR (named by the spec's id, else by seq); the
+    /// record's "saved" field holds its path, size and sha256 [default: off]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) save_dir: Option<PathBuf>,
+
+    /// Write records to FILE instead of stdout (created or truncated) [default: stdout]
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Emit records in input order (a bounded reorder buffer of 2 x concurrency records;
+    /// while it is full no new request starts) [default: completion order]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value_t = D.ordered, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) ordered: bool,
+
+    /// Write the end-of-run summary (counts, latency percentiles, throughput) to FILE as JSON
+    /// [default: off]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary: Option<PathBuf>,
+
+    /// Most requests in flight at once to one host (scheme + host + port) [default: unlimited]
+    #[arg(long, value_name = "N")]
+    pub(crate) per_host_concurrency: Option<NonZeroUsize>,
+
+    /// Rate limit for request starts per host (scheme + host + port): N/s, N/m or N/h.
+    /// Repeat to stack quotas; all apply, together with --rate [default: unlimited]
+    #[arg(long, value_name = "RATE")]
+    pub(crate) per_host_rate: Vec<Rate>,
+
+    /// Adapt each host's rate: a 429 halves it, each success raises it by 0.05/s, up to
+    /// --per-host-rate (or --rate); records get `host_rate`
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value_t = D.adaptive, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) adaptive: bool,
+
+    /// Most jobs held waiting for their host's turn (a slow host's queue, over all hosts);
+    /// when full, reading input pauses (about 1 KB each)
+    #[arg(long, value_name = "N", default_value_t = D.lookahead)]
+    pub(crate) lookahead: NonZeroUsize,
+
+    /// Threads of the async runtime that runs the requests; 0 means one per CPU core. One
+    /// thread keeps tens of thousands of requests a second going; more help only when
+    /// decoding large bodies is the bottleneck (at most 1024)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
+    pub(crate) threads: u16,
+}
+
+/// `--body`'s values, from the library's own list.
+fn body_mode() -> impl TypedValueParser<Value = BodyMode> {
+    PossibleValuesParser::new(BodyMode::VARIANTS).try_map(|s| s.parse::<BodyMode>())
+}
+
+/// The environment variable of every option with a long flag: `FETCHALL_` and the flag's name
+/// in upper case with `_` for `-` (`--max-body` -> `FETCHALL_MAX_BODY`).
+pub(crate) fn with_env_names(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| match arg.get_long() {
+        Some(long) if is_run_option(long) => {
+            let name = format!("FETCHALL_{}", long.to_ascii_uppercase().replace('-', "_"));
+            arg.env(name)
+        }
+        _ => arg,
+    })
+}
+
+/// Whether `--long` is a run option (declared in [`RunArgs`]): those are the config keys.
+pub(crate) fn is_run_option(long: &str) -> bool {
+    use clap::Args;
+    RunArgs::augment_args(clap::Command::new("x"))
+        .get_arguments()
+        .any(|a| a.get_long() == Some(long))
+}
+
+/// What the binary itself does with a run, beyond the library's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Outputs {
+    /// Records to this file instead of stdout.
+    pub(crate) output: Option<PathBuf>,
+    /// The JSON summary to this file.
+    pub(crate) summary: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The library's settings and the binary's outputs, parsed and checked: after this no
+    /// string is parsed again. `@FILE` bodies are read here.
+    pub(crate) fn resolve(&self) -> Result<(Settings, Outputs), SettingsError> {
+        let mut s = Settings::default();
+        s.concurrency = self.concurrency;
+        s.rates = self.rate.clone();
+        s.burst = self.burst;
+        s.timeout = self.timeout.0;
+        s.connect_timeout = self.connect_timeout.0;
+        s.read_timeout = self.read_timeout.0;
+        s.body = self.body;
+        s.max_body = self.max_body.0;
+        s.user_agent = self.user_agent.clone();
+        s.retry = self.retry_policy();
+        s.grace = self.grace.0;
+        s.resume = self.resume.clone();
+        s.insecure = self.insecure;
+        s.request = self.request_defaults()?;
+        s.max_redirects = self.max_redirects;
+        s.proxy = match &self.proxy {
+            // Parsed here, not by clap: clap's message would quote the URL and its password.
+            Some(p) => Some(
+                p.parse::<Proxy>()
+                    .map_err(|e| SettingsError::new("proxy", e))?,
+            ),
+            None => None,
+        };
+        s.response_headers = self.headers;
+        s.save_dir = self.save_dir.clone();
+        s.ordered = self.ordered;
+        s.per_host_concurrency = self.per_host_concurrency;
+        s.per_host_rates = self.per_host_rate.clone();
+        s.adaptive = self.adaptive;
+        s.lookahead = self.lookahead;
+        s.check()?;
+        let outputs = Outputs {
+            output: self.output.clone(),
+            summary: self.summary.clone(),
+        };
+        Ok((s, outputs))
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        let mut p = RetryPolicy::default();
+        p.retries = self.retries;
+        p.base = self.retry_base.0;
+        p.cap = self.retry_cap.0;
+        p.max_wait = self.max_retry_wait.0;
+        p.retry_500 = self.retry_500;
+        p.non_idempotent = self.retry_non_idempotent;
+        p
+    }
+
+    /// `-X`, `-H`, `-d`, `--json`, checked: a method token, `Name: value` headers without
+    /// CR/LF, `@file` bodies readable, `--json` parses.
+    fn request_defaults(&self) -> Result<RequestDefaults, SettingsError> {
+        let mut r = RequestDefaults::default();
+        if let Some(m) = &self.method {
+            r.method =
+                Some(fetchall::parse_method(m).map_err(|e| SettingsError::new("method", e))?);
+        }
+        for h in &self.header {
+            let (name, value) =
+                fetchall::parse_header(h).map_err(|e| SettingsError::new("header", e))?;
+            r.headers.append(name, value);
+        }
+        r.body = match (&self.data, &self.json) {
+            (Some(_), Some(_)) => {
+                return Err(SettingsError::new("data", "cannot be used with --json"));
+            }
+            (Some(d), None) => Some(Body::Raw(
+                read_arg(d).map_err(|e| SettingsError::new("data", e))?,
+            )),
+            (None, Some(j)) => {
+                let bytes = read_arg(j).map_err(|e| SettingsError::new("json", e))?;
+                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                    .map_err(|e| SettingsError::new("json", format!("not valid JSON: {e}")))?;
+                Some(Body::Json(bytes))
+            }
+            (None, None) => None,
+        };
+        Ok(r)
+    }
+}
+
+/// `@path` reads the file; anything else is the text itself.
+fn read_arg(arg: &str) -> Result<bytes::Bytes, String> {
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read(Path::new(path))
+            .map(bytes::Bytes::from)
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(bytes::Bytes::copy_from_slice(arg.as_bytes())),
+    }
+}

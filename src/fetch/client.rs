@@ -1,0 +1,54 @@
+//! The one HTTP client a run shares: connection pool, timeouts, redirects, TLS, proxy, and
+//! name resolution (`resolve`).
+
+use std::sync::Arc;
+
+use super::resolve::SystemResolver;
+use crate::error::{Error, SettingsError};
+use crate::settings::Settings;
+
+/// Build the one HTTP client a run shares (connection pool, timeouts, redirects, TLS, proxy).
+///
+/// Redirects: reqwest drops `Authorization`, `Cookie` and `Proxy-Authorization` when a
+/// redirect leaves the origin (a different scheme, host or port), so credentials never follow
+/// a redirect to another host (`reqwest::redirect::remove_sensitive_headers`; tested in
+/// `tests/cli/security.rs`).
+pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
+    let user_agent = crate::header::value("User-Agent", &settings.user_agent)
+        .map_err(|e| SettingsError::new("user-agent", e))?;
+    if settings.insecure {
+        tracing::warn!(
+            "--insecure: TLS certificates are NOT verified; anyone on the path can read and change these requests"
+        );
+    }
+    // --max-redirects 0 turns following off: the 3xx itself is the response.
+    let redirect = match settings.max_redirects {
+        0 => reqwest::redirect::Policy::none(),
+        n => reqwest::redirect::Policy::limited(n as usize),
+    };
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .pool_max_idle_per_host(settings.concurrency.get())
+        .redirect(redirect)
+        // fetchall retries by its own rules (retry.rs), each retry paced by the gate; reqwest's
+        // own retry layer (HTTP/2 refusals, with a budget to keep) would retry behind its back.
+        .retry(reqwest::retry::never())
+        .tcp_nodelay(true)
+        .danger_accept_invalid_certs(settings.insecure)
+        .dns_resolver(Arc::new(SystemResolver));
+    // Without --proxy, reqwest reads HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY itself;
+    // an explicit proxy replaces those, but NO_PROXY still applies to it (as with curl).
+    if let Some(proxy) = &settings.proxy {
+        let proxy = reqwest::Proxy::all(proxy.url().clone())
+            .map_err(|e| {
+                let message = super::classify::chain_message(&e);
+                SettingsError::new("proxy", crate::redact::mask_secrets(message, proxy.url()))
+            })?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(Error::Client)
+}

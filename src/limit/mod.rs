@@ -1,0 +1,376 @@
+//! Limits: the gate every request start passes. It owns the in-flight caps (global and per
+//! host), the rate quotas (global and per host, stacked; each a governor GCRA limiter, see
+//! `quota`), host pauses (`Retry-After`) and the adaptive per-host rate, and it decides which
+//! waiting request starts next.
+//!
+//! Requests wait in per-host FIFO queues ([`Gate::enqueue`], [`Gate::admit`]). One driver
+//! task hands out [`Slot`]s: it visits the hosts that have waiters round robin and starts the
+//! head of a host's queue when, at that instant, a global slot is free, the host is under its
+//! own cap and not paused, and every quota that applies (each global one, each per-host one,
+//! the adaptive one) would accept a cell. Only then does it take a cell from all of them,
+//! right away (each quota is peeked first: see `quota`), so a cell is never taken early and
+//! used late, and never wasted. A host that must wait goes to a timer heap and does not
+//! hold up the hosts behind it; that is why one slow host cannot stall the others.
+//!
+//! Idle hosts are forgotten (a sweep once a second drops hosts with nothing queued, nothing in
+//! flight, no pause and full quotas, whose state is then indistinguishable from a fresh one),
+//! so ten million distinct hosts do not grow memory. This module does not read input, fetch,
+//! or build records; the `scheduler` feeds it, `pushback` tells it how to react to a server.
+
+mod driver;
+mod host;
+mod pushback;
+mod quota;
+mod state;
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+
+pub(crate) use self::host::HostKey;
+use self::quota::Quota;
+use self::state::State;
+use crate::settings::Settings;
+use crate::units::Rate;
+
+/// What the gate enforces; built from [`Settings`].
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub concurrency: NonZeroUsize,
+    pub rates: Vec<Rate>,
+    pub per_host_concurrency: Option<NonZeroUsize>,
+    pub per_host_rates: Vec<Rate>,
+    /// `None`: the automatic burst of each quota (see `quota::auto_burst`).
+    pub burst: Option<NonZeroU32>,
+    pub adaptive: bool,
+    /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
+    pub max_pause: Duration,
+}
+
+impl Limits {
+    pub(crate) fn from_settings(s: &Settings) -> Limits {
+        Limits {
+            concurrency: s.concurrency,
+            rates: s.rates.clone(),
+            per_host_concurrency: s.per_host_concurrency,
+            per_host_rates: s.per_host_rates.clone(),
+            burst: s.burst,
+            adaptive: s.adaptive,
+            max_pause: s.retry.max_wait,
+        }
+    }
+
+    /// The rate additive increase never exceeds: the tightest per-host rate, else the
+    /// tightest global one (a host can never go faster than that anyway).
+    fn adaptive_ceiling(&self) -> Option<f64> {
+        let tightest = |rates: &[Rate]| rates.iter().map(Rate::per_second).min_by(f64::total_cmp);
+        tightest(&self.per_host_rates).or_else(|| tightest(&self.rates))
+    }
+}
+
+/// The gate: shared by the dispatcher and every request task.
+pub(crate) struct Gate {
+    shared: Arc<Shared>,
+    /// Copies of two fixed limits, read on every response without taking the lock.
+    max_pause: Duration,
+    adaptive: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the driver: a waiter arrived, a slot came back, the gate closed.
+    wake: Notify,
+}
+
+/// Proof that a request may run: hold it for as long as the request is in flight. Dropping
+/// it frees the in-flight slot (global and the host's).
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    host: HostKey,
+    granted_at: Instant,
+}
+
+impl Slot {
+    /// The instant the gate admitted the request: its start, as far as every limit is
+    /// concerned (read right after its cells were taken, so never before them).
+    pub(crate) fn granted_at(&self) -> Instant {
+        self.granted_at
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.shared).release(&self.host);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A place in a host's queue; await it for the [`Slot`].
+pub(crate) struct Ticket(oneshot::Receiver<Slot>);
+
+impl Ticket {
+    pub(crate) async fn admitted(self) -> Slot {
+        // Cannot fail short of a bug: a waiter's sender leaves the queue only by being sent
+        // a slot (or once its ticket is dropped), and the queue lives as long as the gate,
+        // which every ticket holder keeps alive through the run's context. A panic in the
+        // driver would end up here, and tokio keeps a task's panic inside that task.
+        self.0
+            .await
+            .expect("the gate's driver runs as long as the gate")
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves counters that are still consistent enough to go
+    // on: every update is a few integer or instant assignments.
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Gate {
+    /// A gate enforcing `limits`; spawns its driver on the current tokio runtime.
+    pub(crate) fn new(limits: Limits) -> Gate {
+        let global: Vec<Quota> = limits
+            .rates
+            .iter()
+            .map(|r| Quota::new(*r, limits.burst))
+            .collect();
+        for (rate, q) in limits.rates.iter().zip(&global) {
+            tracing::info!("rate {rate}: burst {}", q.burst());
+        }
+        for rate in &limits.per_host_rates {
+            let q = Quota::new(*rate, limits.burst);
+            tracing::info!("per-host rate {rate}: burst {}", q.burst());
+        }
+        let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                limits,
+                global,
+                in_flight: 0,
+                hosts: HashMap::new(),
+                ready: VecDeque::new(),
+                timed: BinaryHeap::new(),
+                last_sweep: Instant::now(),
+                closed: false,
+            }),
+            wake: Notify::new(),
+        });
+        tokio::spawn(driver::drive(Arc::clone(&shared)));
+        Gate {
+            shared,
+            max_pause,
+            adaptive,
+        }
+    }
+
+    /// Join the back of `host`'s queue now (so requests of one host start in the order they
+    /// were enqueued); await the ticket for the slot.
+    pub(crate) fn enqueue(&self, host: &HostKey) -> Ticket {
+        self.join(host, false)
+    }
+
+    /// Wait until a request to `host` may start. For a retry, see [`Gate::admit_retry`].
+    #[cfg(test)]
+    pub(crate) async fn admit(&self, host: &HostKey) -> Slot {
+        self.enqueue(host).admitted().await
+    }
+
+    /// Like [`Gate::enqueue`] then awaiting the ticket, but at the front of the host's queue: a retry has waited its
+    /// turn once already. It still passes every cap, quota and pause.
+    pub(crate) async fn admit_retry(&self, host: &HostKey) -> Slot {
+        self.join(host, true).admitted().await
+    }
+
+    fn join(&self, host: &HostKey, front: bool) -> Ticket {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.shared);
+            let now = Instant::now();
+            if let Some(granted_at) = st.start_at_once(host, now) {
+                drop(st);
+                let slot = Slot {
+                    shared: Arc::clone(&self.shared),
+                    host: host.clone(),
+                    granted_at,
+                };
+                // The receiver is right here: the send cannot fail.
+                drop(tx.send(slot));
+                return Ticket(rx);
+            }
+            let st = &mut *st;
+            let h = st.host_mut(host, now);
+            if front {
+                h.waiters.push_front(tx);
+            } else {
+                h.waiters.push_back(tx);
+            }
+            h.last_active = now;
+            if !h.queued {
+                h.queued = true;
+                st.ready.push_back(host.clone());
+            }
+        }
+        self.shared.wake.notify_one();
+        Ticket(rx)
+    }
+
+    /// Hold every request to `host` until `until` (requests in flight go on). A later pause
+    /// extends an earlier one; an earlier one never shortens it.
+    pub(crate) fn pause(&self, host: &HostKey, until: Instant) {
+        let mut st = lock(&self.shared);
+        let now = Instant::now();
+        let h = st.host_mut(host, now);
+        if h.paused_until.is_none_or(|p| p < until) {
+            h.paused_until = Some(until);
+        }
+    }
+
+    /// Tell the gate how the request behind `slot` went: a 429/503 with `Retry-After` pauses
+    /// the host, and with `--adaptive` a 429 cuts the host's rate and a success raises it.
+    /// Returns the host's adaptive rate afterwards (requests per second), when `--adaptive`
+    /// limits it.
+    pub(crate) fn feedback(
+        &self,
+        slot: &Slot,
+        status: Option<u16>,
+        retry_after: Option<&str>,
+    ) -> Option<f64> {
+        let now = Instant::now();
+        if let Some(status) = status
+            && let Some(until) = pushback::pause_until(status, retry_after, now, self.max_pause)
+        {
+            tracing::info!(
+                "{} answered {status} with Retry-After {}: pausing the host for {:.1}s",
+                slot.host,
+                retry_after.unwrap_or_default().trim(),
+                until.duration_since(now).as_secs_f64()
+            );
+            self.pause(&slot.host, until);
+        }
+        if !self.adaptive {
+            return None;
+        }
+        let mut st = lock(&self.shared);
+        let burst = st.limits.burst;
+        let h = st.host_mut(&slot.host, now);
+        let aimd = h.aimd.as_mut()?;
+        let changed = match status {
+            Some(429) => {
+                let cut = aimd.on_too_many(slot.granted_at, now);
+                if cut {
+                    tracing::info!(
+                        "{} answered 429: adaptive rate cut to {:.2}/s",
+                        slot.host,
+                        aimd.rate().unwrap_or_default()
+                    );
+                }
+                cut
+            }
+            Some(s) if s < 400 => aimd.on_success(),
+            _ => false,
+        };
+        let rate = aimd.rate();
+        if changed {
+            h.adaptive_quota = rate.map(|r| {
+                let interval = Duration::from_secs_f64(1.0 / r);
+                // After a cut, the next start comes a full new interval after the one that
+                // was refused, not at once.
+                let defer_to = (status == Some(429)).then(|| slot.granted_at + interval);
+                // A governor quota is fixed for its limiter: a new rate is a new limiter that
+                // takes over the old one's schedule (its TAT).
+                match h.adaptive_quota.take() {
+                    Some(q) => q.reshape(interval, burst, defer_to),
+                    None => Quota::scheduled(interval, burst, defer_to),
+                }
+            });
+        }
+        rate
+    }
+}
+
+impl Gate {
+    /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
+    pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
+        if !self.adaptive {
+            return None;
+        }
+        let st = lock(&self.shared);
+        let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
+        Some((rate * 1000.0).round() / 1000.0)
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        st.closed = true;
+        if st.limits.adaptive {
+            let mut cut: Vec<_> = st
+                .hosts
+                .iter()
+                .filter_map(|(k, h)| {
+                    let aimd = h.aimd.as_ref().filter(|a| a.is_cut())?;
+                    Some((k.clone(), aimd.rate()?))
+                })
+                .collect();
+            cut.sort_by(|a, b| a.0.cmp(&b.0));
+            for (host, rate) in cut {
+                tracing::info!("{host}: final adaptive rate {rate:.2}/s");
+            }
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            concurrency: NonZeroUsize::new(64).unwrap(),
+            rates: Vec::new(),
+            per_host_concurrency: NonZeroUsize::new(2),
+            per_host_rates: vec!["1000/s".parse().unwrap()],
+            burst: None,
+            adaptive: true,
+            max_pause: Duration::from_secs(60),
+        }
+    }
+
+    /// Ten thousand distinct hosts come and go; once idle, none of them stays in memory.
+    #[tokio::test]
+    async fn idle_hosts_are_forgotten() {
+        let gate = Gate::new(limits());
+        for i in 0..10_000u32 {
+            let url = url::Url::parse(&format!("http://h{i}.test:{}/", 1000 + i % 50)).unwrap();
+            let slot = gate.admit(&HostKey::of(&url)).await;
+            drop(slot);
+        }
+        assert!(lock(&gate.shared).hosts.len() > 100);
+        tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
+        assert_eq!(lock(&gate.shared).hosts.len(), 0);
+    }
+
+    /// Waiters of one host queue behind its cap; other hosts pass them.
+    #[tokio::test]
+    async fn a_capped_host_does_not_block_others() {
+        let gate = Gate::new(limits());
+        let a = HostKey::of(&url::Url::parse("http://a.test/").unwrap());
+        let b = HostKey::of(&url::Url::parse("http://b.test/").unwrap());
+        let _a1 = gate.admit(&a).await;
+        let _a2 = gate.admit(&a).await;
+        let a3 = gate.enqueue(&a);
+        let b1 = tokio::time::timeout(Duration::from_secs(1), gate.admit(&b)).await;
+        assert!(b1.is_ok(), "b waits behind a's cap");
+        let a3 = tokio::time::timeout(Duration::from_millis(100), a3.admitted()).await;
+        assert!(a3.is_err(), "a's third request passed its cap of 2");
+    }
+}

@@ -1,0 +1,218 @@
+//! One job's life, from admission to its record: attempts, retries, and the record itself.
+//!
+//! A [`Job`] owns what its record needs (seq, line, the request, its host) and an
+//! [`Attempts`] tally (first start, attempts made, earlier errors). Its attempt loop has one
+//! exit: whatever ends it (success, a failure not worth retrying, retries spent, a
+//! `Retry-After` past `--max-retry-wait`, a stop, or the grace running out) yields the last
+//! outcome, and [`Job::finish`] turns that into the record.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::Context;
+use crate::fetch::{self, Outcome};
+use crate::limit::{HostKey, Slot};
+use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError, encode_body};
+use crate::redact::display_url;
+use crate::request::Request;
+use crate::retry::{Decision, Failure};
+use crate::save;
+use crate::units::HumanDuration;
+
+/// A request that will get a record: what the record says about the line.
+pub(super) struct Job {
+    pub(super) seq: u64,
+    pub(super) line: u64,
+    pub(super) request: Request,
+    pub(super) host: HostKey,
+}
+
+/// What the attempts so far add up to.
+struct Attempts {
+    /// When the gate first admitted the request: its start for every limit and the record.
+    first_start: Instant,
+    count: u32,
+    /// The errors of earlier attempts, oldest first, at most [`MAX_PREVIOUS`].
+    previous: Vec<PreviousError>,
+}
+
+impl Job {
+    /// Run the admitted job to its record and hand that to the output. The slot is held until
+    /// the record is handed over, so a slow reader slows the fetching.
+    pub(super) async fn run(self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
+        let mut tally = Attempts {
+            first_start: slot.granted_at(),
+            count: 0,
+            previous: Vec::new(),
+        };
+        let (outcome, slot) = self.attempt_until_done(ctx, slot, &mut tally).await;
+        let record = self.finish(ctx, outcome, tally).await;
+        // A send error means the reader is gone; the record has nowhere to go.
+        let _ = records.send(record).await;
+        drop(slot);
+    }
+
+    /// Attempt until an outcome is final. Returns it with the slot still held, if any (none
+    /// when the run stopped while the job waited to retry).
+    async fn attempt_until_done(
+        &self,
+        ctx: &Context,
+        slot: Slot,
+        tally: &mut Attempts,
+    ) -> (Outcome, Option<Slot>) {
+        let mut slot = Some(slot);
+        let method = self.request.method();
+        loop {
+            tally.count += 1;
+            let outcome = tokio::select! {
+                biased;
+                () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
+                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request) => outcome,
+            };
+            if let Some(slot) = &slot {
+                // Retry-After pauses the host; --adaptive adjusts its rate.
+                ctx.gate
+                    .feedback(slot, outcome.status, outcome.retry_after.as_deref());
+            }
+            let Some(error) = &outcome.error else {
+                return (outcome, slot);
+            };
+            let failure = Failure {
+                kind: error.kind,
+                status: outcome.status,
+                retry_after: outcome.retry_after.as_deref(),
+            };
+            let wait = match ctx.settings.retry.decide(&method, &failure, tally.count) {
+                Decision::Retry(wait) => wait,
+                Decision::GiveUp { retryable } => {
+                    return (given_up(outcome, retryable, String::new()), slot);
+                }
+                Decision::WaitTooLong { asked } => {
+                    let note = format!(
+                        "; the server asked to wait {} (Retry-After), over --max-retry-wait {}",
+                        HumanDuration(asked),
+                        HumanDuration(ctx.settings.retry.max_wait)
+                    );
+                    return (given_up(outcome, true, note), slot);
+                }
+            };
+            tracing::debug!(
+                "{} attempt {} failed ({}); retrying in {}",
+                display_url(&self.request.url),
+                tally.count,
+                error.kind.as_str(),
+                HumanDuration(wait)
+            );
+            // No slot is held while waiting: others may use it meanwhile.
+            drop(slot.take());
+            let Some(next) = self.readmit_after(ctx, wait).await else {
+                // Stopping: report what the last attempt got rather than starting another.
+                let note = " (not retried: the run is stopping)".to_owned();
+                return (given_up(outcome, true, note), None);
+            };
+            slot = Some(next);
+            tally.remember(outcome);
+        }
+    }
+
+    /// Sleep `wait`, then queue again at the front of the host's queue, past every cap, quota
+    /// and pause like any other request. `None` when the run stops first.
+    async fn readmit_after(&self, ctx: &Context, wait: Duration) -> Option<Slot> {
+        tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => None,
+            slot = async {
+                tokio::time::sleep(wait).await;
+                ctx.gate.admit_retry(&self.host).await
+            } => Some(slot),
+        }
+    }
+
+    /// The record for the last outcome, with the earlier attempts' errors attached (and, with
+    /// `--save-dir`, its body written to a file).
+    async fn finish(&self, ctx: &Context, mut outcome: Outcome, tally: Attempts) -> Record {
+        if let Some(e) = &mut outcome.error {
+            e.previous = tally.previous;
+        }
+        let mut saved = None;
+        if let (Some(dir), Some(body)) = (&ctx.settings.save_dir, &outcome.body) {
+            match save::write(dir, self.seq, self.request.id.as_ref(), body).await {
+                Ok(s) => saved = Some(s),
+                // A body we could not keep fails the record even when the response was fine:
+                // the user asked for the file.
+                Err(message) => {
+                    outcome
+                        .error
+                        .get_or_insert(RecordError::new(ErrorKind::Save, message));
+                }
+            }
+        }
+        let body = outcome
+            .body
+            .as_deref()
+            .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
+        let (body, body_encoding) = body.unzip();
+        Record {
+            seq: self.seq,
+            line: self.line,
+            url: display_url(&self.request.url),
+            ok: outcome.error.is_none(),
+            status: outcome.status,
+            started_ms: Some(millis(
+                tally.first_start.saturating_duration_since(ctx.start),
+            )),
+            elapsed_ms: Some(millis(tally.first_start.elapsed())),
+            bytes: outcome.bytes,
+            content_type: outcome.content_type,
+            body,
+            body_encoding,
+            error: outcome.error,
+            attempts: Some(tally.count),
+            id: self.request.id.clone(),
+            headers: outcome.headers,
+            saved,
+            host_rate: ctx.gate.host_rate(&self.host),
+        }
+    }
+}
+
+impl Attempts {
+    /// Keep a failed attempt's error for the final record (the oldest goes past the bound).
+    fn remember(&mut self, outcome: Outcome) {
+        let Some(e) = outcome.error else { return };
+        if self.previous.len() == MAX_PREVIOUS {
+            self.previous.remove(0);
+        }
+        self.previous.push(PreviousError {
+            kind: e.kind,
+            message: e.message,
+            status: outcome.status,
+        });
+    }
+}
+
+/// The outcome of a request still in flight `--grace` after the stop signal.
+fn cancelled(ctx: &Context) -> Outcome {
+    Outcome::failed(RecordError::new(
+        ErrorKind::Cancelled,
+        format!(
+            "cancelled: still in flight --grace {} after the stop signal",
+            HumanDuration(ctx.settings.grace)
+        ),
+    ))
+}
+
+/// The last outcome of a job that will not be retried: whether its failure was of a
+/// retryable kind, and why it stops here (appended to its message).
+fn given_up(mut outcome: Outcome, retryable: bool, note: String) -> Outcome {
+    if let Some(e) = &mut outcome.error {
+        e.retryable = retryable;
+        e.message.push_str(&note);
+    }
+    outcome
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

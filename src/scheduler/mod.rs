@@ -1,0 +1,176 @@
+//! Scheduler: reads jobs in input order, queues each one at its host in the [`Gate`], and runs
+//! its attempts, once admitted, until it has a record.
+//!
+//! The dispatcher never waits for one request's turn before reading the next line: it puts
+//! the job in its host's queue and moves on, so a host limited to 1/s holds up only its own
+//! requests (the gate decides who starts next). What bounds memory is the number of requests
+//! alive (see [`alive_bound`]): waiting for their turn (at most `--lookahead`), in flight, or
+//! waiting to retry; when it is reached, reading pauses until one finishes. A separate
+//! per-host window would only make that bound smaller: input is read in order, so the first
+//! line that cannot be held stops the reading whatever host it is for.
+//!
+//! Every request runs in its own spawned task (not in a `buffer_unordered` chain, whose futures stall while the
+//! consumer is busy elsewhere, so their timeouts would fire for no reason). A task holds its
+//! in-flight slot until its record is handed to the output channel, so a slow reader slows
+//! the fetching instead of piling finished records up in memory. Between attempts a task gives
+//! its slot back, sleeps the backoff, and passes the gate again (slots and rate quotas), so a
+//! retry is paced like any other request and a sleeping retry never blocks a slot.
+//!
+//! Stopping (see `shutdown`): when `stop` fires, no new job starts (jobs already read but not
+//! started get no record), a task waiting to retry ends with its last error, and requests in
+//! flight run on until `hard` fires (`--grace` later), which cancels them with a `cancelled`
+//! record. This module does not decide whether to retry (that is `retry`), nor how one attempt
+//! goes (that is `fetch`).
+
+mod job;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use self::job::Job;
+use crate::input::Line;
+use crate::limit::{Gate, HostKey};
+use crate::record::Record;
+use crate::reorder::Order;
+use crate::resume::Done;
+use crate::settings::Settings;
+
+/// Requests alive at once (in flight, or waiting to retry) per in-flight slot. Tasks that wait
+/// to retry hold no slot, so without this bound a server answering 429 to everything would
+/// let waiting tasks pile up without limit.
+pub(crate) const ALIVE_PER_SLOT: usize = 4;
+
+/// Requests alive at once: `--lookahead` waiting for their first turn, plus
+/// [`ALIVE_PER_SLOT`] per in-flight slot for those in flight or waiting to retry.
+pub(crate) fn alive_bound(settings: &Settings) -> usize {
+    settings
+        .lookahead
+        .get()
+        .saturating_add(settings.concurrency.get().saturating_mul(ALIVE_PER_SLOT))
+}
+
+/// What every request task shares.
+pub(crate) struct Context {
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub gate: Gate,
+    pub start: Instant,
+    /// Lines an earlier run already fetched (`--resume`).
+    pub done: Option<Done>,
+    /// The first stop signal: start nothing new.
+    pub stop: CancellationToken,
+    /// `--grace` after `stop`: cancel what is still in flight.
+    pub hard: CancellationToken,
+    /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
+    pub alive: Arc<Semaphore>,
+    /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
+    pub _finished: DropGuard,
+}
+
+/// Start jobs until the input ends, the run is stopped, or nobody reads the records any more.
+///
+/// With `order` (`--ordered`), every job that will get a record takes a place in the reorder
+/// window before it may start (and before the gate, so waiting for the window never holds an
+/// in-flight slot); see `reorder`.
+pub(crate) async fn dispatch(
+    ctx: Arc<Context>,
+    mut lines: mpsc::Receiver<Line>,
+    records: mpsc::Sender<Record>,
+    order: Option<Order>,
+) {
+    let mut skipped = 0u64;
+    loop {
+        let line = tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => break,
+            line = lines.recv() => match line {
+                Some(line) => line,
+                None => break,
+            },
+        };
+        let request = line.request.map(|r| ctx.settings.request.apply(r));
+        if let Ok(request) = &request
+            && let Some(done) = &ctx.done
+            && done.contains(line.seq, &request.url)
+        {
+            skipped += 1;
+            continue;
+        }
+        // Every line that gets a record (a request or a bad line) has a place in the output
+        // order; with --ordered it takes it before anything else happens.
+        let place = match &order {
+            Some(order) => {
+                let place = tokio::select! {
+                    biased;
+                    () = ctx.stop.cancelled() => break,
+                    () = records.closed() => break,
+                    place = order.reserve() => place,
+                };
+                let Some(place) = place else { break };
+                Some(place)
+            }
+            None => None,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(bad) => {
+                if let Some(place) = place {
+                    place.send(line.seq);
+                }
+                let record = bad.into_record(line.seq, line.line);
+                if records.send(record).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let alive = tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => break,
+            () = records.closed() => break,
+            permit = Arc::clone(&ctx.alive).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let host = HostKey::of(&request.url);
+        // Queued here, in input order, not in the task (tasks start in no particular order).
+        let ticket = ctx.gate.enqueue(&host);
+        // Its place in the output order is its place in the input. A job that never starts
+        // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
+        if let Some(place) = place {
+            place.send(line.seq);
+        }
+        let job = Job {
+            seq: line.seq,
+            line: line.line,
+            request,
+            host,
+        };
+        let ctx = Arc::clone(&ctx);
+        let records = records.clone();
+        tokio::spawn(async move {
+            // Not started when the run stops: no record, like a line not read yet.
+            let slot = tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => return,
+                () = records.closed() => return,
+                slot = ticket.admitted() => slot,
+            };
+            // Boxed: a job's (large) running state is allocated once it starts, so a job
+            // waiting in the lookahead costs a small task, not a whole request's worth.
+            Box::pin(job.run(&ctx, slot, &records)).await;
+            drop::<OwnedSemaphorePermit>(alive);
+        });
+    }
+    if let Some(done) = &ctx.done {
+        tracing::info!(
+            "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
+            done.path().display(),
+            done.len()
+        );
+    }
+}
