@@ -29,9 +29,12 @@ pub(crate) fn window_size(concurrency: NonZeroUsize) -> usize {
 /// The dispatcher's side: places in the output order.
 pub(crate) struct Order(mpsc::Sender<u64>);
 
+/// A reserved place in the output order: send the job's seq into it.
+pub(crate) type Place<'a> = mpsc::Permit<'a, u64>;
+
 impl Order {
     /// Wait for a place in the window; `None` when the reorder stage is gone (nobody reads).
-    pub(crate) async fn reserve(&self) -> Option<mpsc::Permit<'_, u64>> {
+    pub(crate) async fn reserve(&self) -> Option<Place<'_>> {
         self.0.reserve().await.ok()
     }
 }

@@ -217,29 +217,7 @@ pub(crate) fn parse_spec(text: &str) -> Result<Request, SpecError> {
         .map(crate::header::parse_method)
         .transpose()
         .map_err(|e| fail(format!("\"method\": {e}")))?;
-    let mut headers = HeaderMap::new();
-    for (name, value) in spec.headers.iter().flatten() {
-        let values = match value {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str())
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| fail(format!("\"headers\": {name}: values must be strings")))?,
-            _ => {
-                return Err(fail(format!(
-                    "\"headers\": {name}: a string or a list of strings"
-                )));
-            }
-        };
-        for v in values {
-            // A spec's header value is taken as is (no trimming): JSON can say exactly what
-            // it means.
-            let (name, value) =
-                crate::header::pair(name, v).map_err(|e| fail(format!("\"headers\": {e}")))?;
-            headers.append(name, value);
-        }
-    }
+    let headers = spec_headers(spec.headers.as_ref()).map_err(fail)?;
     let body = match (spec.body, spec.json) {
         (Some(_), Some(_)) => {
             return Err(fail("\"body\" and \"json\" cannot both be given".into()));
@@ -255,6 +233,34 @@ pub(crate) fn parse_spec(text: &str) -> Result<Request, SpecError> {
         body,
         id,
     })
+}
+
+/// A spec's `headers`: each name with a string or a list of strings. A value is taken as is
+/// (no trimming: JSON can say exactly what it means). The error names the header, never its
+/// value.
+fn spec_headers(headers: Option<&serde_json::Map<String, Value>>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.into_iter().flatten() {
+        let values = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("\"headers\": {name}: values must be strings"))?,
+            _ => {
+                return Err(format!(
+                    "\"headers\": {name}: a string or a list of strings"
+                ));
+            }
+        };
+        for v in values {
+            let (name, value) =
+                crate::header::pair(name, v).map_err(|e| format!("\"headers\": {e}"))?;
+            map.append(name, value);
+        }
+    }
+    Ok(map)
 }
 
 #[cfg(test)]

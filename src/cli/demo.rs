@@ -27,7 +27,14 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
         out,
         "fetchall demo: an embedded server is listening on {base}\n"
     )?;
+    overlap(&mut out, &base).await?;
+    semaphore(&mut out, &base).await?;
+    failures_are_data(&mut out, &base).await?;
+    out.flush()
+}
 
+/// Lesson 1: three requests of 1, 2 and 3 s, one at a time and together.
+async fn overlap(out: &mut impl Write, base: &str) -> io::Result<()> {
     writeln!(
         out,
         "Lesson 1: overlap the waiting. Three requests that take 1, 2 and 3 seconds."
@@ -47,8 +54,11 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
         out,
         "  Waiting overlaps: {:.1}x faster.\n",
         sequential / together
-    )?;
+    )
+}
 
+/// Lesson 2: four 2 s requests through two slots run in two waves.
+async fn semaphore(out: &mut impl Write, base: &str) -> io::Result<()> {
     writeln!(
         out,
         "Lesson 2: a semaphore caps the crowd. Four 2-second requests, two slots."
@@ -63,8 +73,11 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
     for (seq, at) in starts {
         writeln!(out, "  request {seq} started at {at:.2} s")?;
     }
-    writeln!(out, "  total {wall:.2} s: two waves of two (about 4 s).\n")?;
+    writeln!(out, "  total {wall:.2} s: two waves of two (about 4 s).\n")
+}
 
+/// Lesson 3: a 404 among good responses is a record, and the others are not disturbed.
+async fn failures_are_data(out: &mut impl Write, base: &str) -> io::Result<()> {
     writeln!(
         out,
         "Lesson 3: failures are data. Two good endpoints and one that answers 404."
@@ -89,8 +102,7 @@ pub async fn run<W: Write>(mut out: W) -> io::Result<()> {
         "  {} ok, {failed} failed: the 404 is a record with error.kind \"http_status\"; \
          nothing was thrown and nothing else stopped.",
         records.len() - failed
-    )?;
-    out.flush()
+    )
 }
 
 /// Fetch `urls` with `concurrency` slots; the records and the wall time in seconds.

@@ -8,7 +8,7 @@
 //! `| head` stay clean); `progress` and `summary` decide what they look like.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -48,21 +48,7 @@ pub(crate) async fn run(
     };
 
     let on_terminal = io::stderr().is_terminal() && !cli.quiet;
-    let progress = if on_terminal {
-        Progress::stderr()
-    } else {
-        Progress::hidden()
-    };
-    if on_terminal && let Some(path) = file {
-        // Count on a blocking thread while the run goes on; the bar gains its total later.
-        let progress = progress.clone();
-        let resume = settings.resume.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Ok(total) = fetchall::count_records(&path, resume.as_deref()) {
-                progress.set_total(total);
-            }
-        });
-    }
+    let progress = progress(on_terminal, file, settings.resume.clone());
     let summary = Arc::new(Mutex::new(Summary::new(Instant::now())));
     let observe = {
         let progress = progress.clone();
@@ -95,6 +81,24 @@ pub(crate) async fn run(
         let _ = write!(io::stderr(), "{report}");
     }
     Ok(tally)
+}
+
+/// The progress line: shown only on a terminal. For a file, its total is counted on a
+/// blocking thread while the run goes on; the bar gains it (and an ETA) later.
+fn progress(on_terminal: bool, file: Option<PathBuf>, resume: Option<PathBuf>) -> Progress {
+    if !on_terminal {
+        return Progress::hidden();
+    }
+    let progress = Progress::stderr();
+    if let Some(path) = file {
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(total) = fetchall::count_records(&path, resume.as_deref()) {
+                progress.set_total(total);
+            }
+        });
+    }
+    progress
 }
 
 fn message(text: impl Into<String>) -> Box<dyn std::error::Error + Send + Sync> {

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use reqwest::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+};
 
 use super::classify::describe;
 use crate::record::{ErrorKind, RecordError};
@@ -25,7 +27,29 @@ pub(crate) struct Outcome {
     pub retry_after: Option<String>,
 }
 
+/// A response header's value, when it is text.
+fn header(response: &reqwest::Response, name: HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 impl Outcome {
+    /// What the response's status line and headers say, before the body is read.
+    fn of_head(response: &reqwest::Response, with_headers: bool) -> Outcome {
+        Outcome {
+            status: Some(response.status().as_u16()),
+            headers: with_headers.then(|| header_map(response.headers())),
+            content_type: header(response, CONTENT_TYPE),
+            body: None,
+            bytes: None,
+            error: None,
+            retry_after: header(response, RETRY_AFTER),
+        }
+    }
+
     pub(crate) fn failed(error: RecordError) -> Outcome {
         Outcome {
             status: None,
@@ -75,28 +99,10 @@ pub(crate) async fn attempt(
         Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
     };
     let status = response.status();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let mut outcome = Outcome {
-        status: Some(status.as_u16()),
-        headers: settings
-            .response_headers
-            .then(|| header_map(response.headers())),
-        content_type: header(CONTENT_TYPE),
-        body: None,
-        bytes: None,
-        error: None,
-        retry_after: header(RETRY_AFTER),
-    };
-
+    let mut outcome = Outcome::of_head(&response, settings.response_headers);
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
-    let declared = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
         && len > settings.max_body
         && response.headers().get(CONTENT_ENCODING).is_none()
@@ -111,37 +117,28 @@ pub(crate) async fn attempt(
         return outcome;
     }
 
-    // reqwest decompresses inside the body stream, so every chunk counted here is decoded
-    // bytes: a small gzip that inflates to gigabytes stops at --max-body, holding at most
-    // --max-body plus one decoder chunk.
-    let mut body =
-        Vec::with_capacity(declared.unwrap_or(0).min(settings.max_body).min(1 << 20) as usize);
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > settings.max_body {
-                    outcome.bytes = Some(body.len() as u64 + chunk.len() as u64);
-                    outcome.error = Some(RecordError::new(
-                        ErrorKind::TooLarge,
-                        format!(
-                            "body is over --max-body {} bytes (after decompression); reading stopped",
-                            settings.max_body
-                        ),
-                    ));
-                    return outcome;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                outcome.bytes = Some(body.len() as u64);
-                outcome.error = Some(describe(&e, settings, started, request));
-                return outcome;
-            }
+    match read_body(&mut response, declared, settings.max_body).await {
+        Ok(body) => {
+            outcome.bytes = Some(body.len() as u64);
+            outcome.body = Some(body);
+        }
+        Err((bytes, BodyError::TooLarge)) => {
+            outcome.bytes = Some(bytes);
+            outcome.error = Some(RecordError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "body is over --max-body {} bytes (after decompression); reading stopped",
+                    settings.max_body
+                ),
+            ));
+            return outcome;
+        }
+        Err((bytes, BodyError::Failed(e))) => {
+            outcome.bytes = Some(bytes);
+            outcome.error = Some(describe(&e, settings, started, request));
+            return outcome;
         }
     }
-    outcome.bytes = Some(body.len() as u64);
-    outcome.body = Some(body);
     if status.as_u16() >= 400 {
         outcome.error = Some(RecordError::new(
             ErrorKind::HttpStatus,
@@ -149,4 +146,38 @@ pub(crate) async fn attempt(
         ));
     }
     outcome
+}
+
+/// Why a body was not read to its end.
+enum BodyError {
+    /// It is over `--max-body`.
+    TooLarge,
+    /// The connection or the decoder failed.
+    Failed(reqwest::Error),
+}
+
+/// Read the body, at most `max` bytes. On failure, how many bytes had arrived, and why.
+///
+/// reqwest decompresses inside the body stream, so every chunk counted here is decoded bytes:
+/// a small gzip that inflates to gigabytes stops at `max`, holding at most `max` plus one
+/// decoder chunk.
+async fn read_body(
+    response: &mut reqwest::Response,
+    declared: Option<u64>,
+    max: u64,
+) -> Result<Vec<u8>, (u64, BodyError)> {
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max).min(1 << 20) as usize);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let total = body.len() as u64 + chunk.len() as u64;
+                if total > max {
+                    return Err((total, BodyError::TooLarge));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err((body.len() as u64, BodyError::Failed(e))),
+        }
+    }
 }

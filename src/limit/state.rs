@@ -162,64 +162,7 @@ impl State {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };
-            let Some(h) = self.hosts.get_mut(&key) else {
-                continue;
-            };
-            h.queued = false;
-            // Waiters that gave up (their task ended) are skipped without taking a cell.
-            while h.waiters.front().is_some_and(oneshot::Sender::is_closed) {
-                h.waiters.pop_front();
-            }
-            if h.waiters.is_empty() {
-                continue;
-            }
-            if let Some(until) = h.paused_until {
-                if until > now {
-                    h.queued = true;
-                    self.timed.push(Reverse((until, false, key)));
-                    continue;
-                }
-                h.paused_until = None;
-            }
-            if self
-                .limits
-                .per_host_concurrency
-                .is_some_and(|cap| h.in_flight >= cap.get())
-            {
-                // `release` puts the host back in `ready` when one of its requests ends.
-                continue;
-            }
-            if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
-                h.queued = true;
-                self.timed.push(Reverse((at, precise, key)));
-                continue;
-            }
-            // Everything accepts: take every cell, at once.
-            let quotas = self
-                .global
-                .iter_mut()
-                .chain(&mut h.quotas)
-                .chain(&mut h.adaptive_quota);
-            if let Err(at) = take_all(quotas) {
-                h.queued = true;
-                self.timed.push(Reverse((at, false, key)));
-                continue;
-            }
-            let granted_at = Instant::now();
-            self.in_flight += 1;
-            h.in_flight += 1;
-            h.last_active = granted_at;
-            if let Some(tx) = h.waiters.pop_front() {
-                grants.push(Grant {
-                    tx,
-                    host: key.clone(),
-                    granted_at,
-                });
-            }
-            if !h.waiters.is_empty() {
-                h.queued = true;
-                self.ready.push_back(key);
-            }
+            self.visit(key, now, grants);
         }
         let timed = self.timed.peek().map(|Reverse((at, p, _))| (*at, *p));
         // Idle hosts are swept even when nothing else would wake the driver.
@@ -228,6 +171,70 @@ impl State {
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
+    }
+
+    /// Start the head of `key`'s queue if its own limits allow it now (the global ones were
+    /// checked by the caller); otherwise put the host where it waits: the timer heap for a
+    /// pause or a quota, nowhere for its cap (`release` puts it back).
+    fn visit(&mut self, key: HostKey, now: Instant, grants: &mut Vec<Grant>) {
+        let Some(h) = self.hosts.get_mut(&key) else {
+            return;
+        };
+        h.queued = false;
+        // Waiters that gave up (their task ended) are skipped without taking a cell.
+        while h.waiters.front().is_some_and(oneshot::Sender::is_closed) {
+            h.waiters.pop_front();
+        }
+        if h.waiters.is_empty() {
+            return;
+        }
+        if let Some(until) = h.paused_until {
+            if until > now {
+                h.queued = true;
+                self.timed.push(Reverse((until, false, key)));
+                return;
+            }
+            h.paused_until = None;
+        }
+        if self
+            .limits
+            .per_host_concurrency
+            .is_some_and(|cap| h.in_flight >= cap.get())
+        {
+            // `release` puts the host back in `ready` when one of its requests ends.
+            return;
+        }
+        if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
+            h.queued = true;
+            self.timed.push(Reverse((at, precise, key)));
+            return;
+        }
+        // Everything accepts: take every cell, at once.
+        let quotas = self
+            .global
+            .iter_mut()
+            .chain(&mut h.quotas)
+            .chain(&mut h.adaptive_quota);
+        if let Err(at) = take_all(quotas) {
+            h.queued = true;
+            self.timed.push(Reverse((at, false, key)));
+            return;
+        }
+        let granted_at = Instant::now();
+        self.in_flight += 1;
+        h.in_flight += 1;
+        h.last_active = granted_at;
+        if let Some(tx) = h.waiters.pop_front() {
+            grants.push(Grant {
+                tx,
+                host: key.clone(),
+                granted_at,
+            });
+        }
+        if !h.waiters.is_empty() {
+            h.queued = true;
+            self.ready.push_back(key);
+        }
     }
 
     /// Drop hosts whose state says nothing a fresh host's would not.

@@ -34,7 +34,7 @@ use self::job::Job;
 use crate::input::Line;
 use crate::limit::{Gate, HostKey};
 use crate::record::Record;
-use crate::reorder::Order;
+use crate::reorder::{Order, Place};
 use crate::resume::Done;
 use crate::settings::Settings;
 
@@ -81,35 +81,76 @@ pub(crate) async fn dispatch(
     records: mpsc::Sender<Record>,
     order: Option<Order>,
 ) {
+    let dispatcher = Dispatcher {
+        ctx,
+        records,
+        order,
+    };
     let mut skipped = 0u64;
     loop {
         let line = tokio::select! {
             biased;
-            () = ctx.stop.cancelled() => break,
+            () = dispatcher.ctx.stop.cancelled() => break,
             line = lines.recv() => match line {
                 Some(line) => line,
                 None => break,
             },
         };
-        let request = line.request.map(|r| ctx.settings.request.apply(r));
+        match dispatcher.handle(line).await {
+            Step::Next => {}
+            Step::Skipped => skipped += 1,
+            Step::Stop => break,
+        }
+    }
+    if let Some(done) = &dispatcher.ctx.done {
+        tracing::info!(
+            "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
+            done.path().display(),
+            done.len()
+        );
+    }
+}
+
+/// What the dispatcher does with each line.
+struct Dispatcher {
+    ctx: Arc<Context>,
+    records: mpsc::Sender<Record>,
+    order: Option<Order>,
+}
+
+/// How handling one line ended.
+enum Step {
+    /// On to the next line.
+    Next,
+    /// The line already has an ok record (`--resume`): no record, no place in the order.
+    Skipped,
+    /// The run is stopping, or nobody reads the records any more.
+    Stop,
+}
+
+impl Dispatcher {
+    /// Give `line` its place in the output order, then its record (a bad line) or its job.
+    async fn handle(&self, line: Line) -> Step {
+        let request = line.request.map(|r| self.ctx.settings.request.apply(r));
         if let Ok(request) = &request
-            && let Some(done) = &ctx.done
+            && let Some(done) = &self.ctx.done
             && done.contains(line.seq, &request.url)
         {
-            skipped += 1;
-            continue;
+            return Step::Skipped;
         }
         // Every line that gets a record (a request or a bad line) has a place in the output
         // order; with --ordered it takes it before anything else happens.
-        let place = match &order {
+        let place = match &self.order {
             Some(order) => {
                 let place = tokio::select! {
                     biased;
-                    () = ctx.stop.cancelled() => break,
-                    () = records.closed() => break,
+                    () = self.ctx.stop.cancelled() => None,
+                    () = self.records.closed() => None,
                     place = order.reserve() => place,
                 };
-                let Some(place) = place else { break };
+                let Some(place) = place else {
+                    return Step::Stop;
+                };
                 Some(place)
             }
             None => None,
@@ -121,37 +162,43 @@ pub(crate) async fn dispatch(
                     place.send(line.seq);
                 }
                 let record = bad.into_record(line.seq, line.line);
-                if records.send(record).await.is_err() {
-                    break;
-                }
-                continue;
+                return match self.records.send(record).await {
+                    Ok(()) => Step::Next,
+                    Err(_) => Step::Stop,
+                };
             }
         };
         let alive = tokio::select! {
             biased;
-            () = ctx.stop.cancelled() => break,
-            () = records.closed() => break,
-            permit = Arc::clone(&ctx.alive).acquire_owned() => match permit {
+            () = self.ctx.stop.cancelled() => return Step::Stop,
+            () = self.records.closed() => return Step::Stop,
+            permit = Arc::clone(&self.ctx.alive).acquire_owned() => match permit {
                 Ok(p) => p,
-                Err(_) => break,
+                Err(_) => return Step::Stop,
             },
         };
         let host = HostKey::of(&request.url);
-        // Queued here, in input order, not in the task (tasks start in no particular order).
-        let ticket = ctx.gate.enqueue(&host);
-        // Its place in the output order is its place in the input. A job that never starts
-        // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
-        if let Some(place) = place {
-            place.send(line.seq);
-        }
         let job = Job {
             seq: line.seq,
             line: line.line,
             request,
             host,
         };
-        let ctx = Arc::clone(&ctx);
-        let records = records.clone();
+        self.start(job, place, alive);
+        Step::Next
+    }
+
+    /// Queue `job` at its host now, in input order (tasks start in no particular order), and
+    /// spawn the task that runs it once the gate admits it.
+    fn start(&self, job: Job, place: Option<Place<'_>>, alive: OwnedSemaphorePermit) {
+        let ticket = self.ctx.gate.enqueue(&job.host);
+        // Its place in the output order is its place in the input. A job that never starts
+        // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
+        if let Some(place) = place {
+            place.send(job.seq);
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let records = self.records.clone();
         tokio::spawn(async move {
             // Not started when the run stops: no record, like a line not read yet.
             let slot = tokio::select! {
@@ -163,14 +210,7 @@ pub(crate) async fn dispatch(
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;
-            drop::<OwnedSemaphorePermit>(alive);
+            drop(alive);
         });
-    }
-    if let Some(done) = &ctx.done {
-        tracing::info!(
-            "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
-            done.path().display(),
-            done.len()
-        );
     }
 }
