@@ -116,7 +116,7 @@ pub struct RecordError {
     /// asked to wait longer than `--max-retry-wait`, or the run was stopping.
     #[serde(default)]
     pub retryable: bool,
-    /// The errors of earlier attempts, oldest first (at most [`MAX_PREVIOUS`]).
+    /// The errors of earlier attempts, oldest first (at most four).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous: Vec<PreviousError>,
 }
