@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use crate::server::Server;
+use crate::support::require_tool;
 
 struct Recipe {
     line: usize,
@@ -58,8 +59,8 @@ fn recipes(markdown: &str) -> Vec<Recipe> {
 
 #[test]
 fn every_cookbook_recipe_runs() {
-    if Command::new("jq").arg("--version").output().is_err() {
-        eprintln!("skipped every_cookbook_recipe_runs: jq is not installed (apt-get install jq)");
+    // The recipes are bash scripts that pipe records through jq.
+    if !require_tool("bash", "--version") || !require_tool("jq", "--version") {
         return;
     }
     let markdown =

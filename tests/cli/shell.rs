@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::server::Server;
-use crate::support::{fetchall, records};
+use crate::support::{fetchall, records, require_tool};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
@@ -181,8 +181,7 @@ fn completions_and_man_page() {
 /// not garble the line.
 #[test]
 fn progress_line_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped progress_line_in_a_real_terminal: tmux is not installed");
+    if !require_tool("tmux", "-V") {
         return;
     }
     let server = Server::start_in_background();
