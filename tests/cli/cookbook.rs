@@ -80,10 +80,9 @@ fn every_cookbook_recipe_runs() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let root = std::env::temp_dir().join(format!("fetchall-cookbook-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = tempfile::tempdir().unwrap();
     for recipe in &recipes {
-        let dir = root.join(recipe.line.to_string());
+        let dir = root.path().join(recipe.line.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("bash");
         crate::support::isolate(&mut cmd);
@@ -114,5 +113,4 @@ fn every_cookbook_recipe_runs() {
             );
         }
     }
-    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -9,13 +9,6 @@ use sha2::{Digest, Sha256};
 use crate::server::Server;
 use crate::support::{by_seq, kind, records, run, run_env};
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn one(args: &[&str], url: &str) -> Value {
     let out = run(args, url);
     let recs = records(&out.stdout);
@@ -49,12 +42,11 @@ fn method_headers_and_bodies_from_flags() {
     assert_eq!(r["body"]["headers"]["content-type"][0], "application/json");
     assert_eq!(r["body"]["body"], r#"{"a": 1}"#);
 
-    let dir = temp_dir("data");
-    let file = dir.join("body.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.bin");
     std::fs::write(&file, "from a file").unwrap();
     let r = one(&["-d", &format!("@{}", file.display())], &echo);
     assert_eq!(r["body"]["body"], "from a file");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -225,8 +217,8 @@ fn response_headers_keep_repeats() {
 #[test]
 fn save_dir_writes_bodies_with_their_hash() {
     let server = Server::start_in_background();
-    let dir = temp_dir("save");
-    let out_dir = dir.join("bodies");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bodies");
     let input = format!(
         "{}\n{}\n{{\"url\": \"{}\", \"id\": \"user/7\"}}\n",
         server.url("/text"),
@@ -268,14 +260,16 @@ fn save_dir_writes_bodies_with_their_hash() {
         3,
         "no temp files left"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn output_file_and_summary_file() {
     let server = Server::start_in_background();
-    let dir = temp_dir("output");
-    let (out_file, summary) = (dir.join("records.jsonl"), dir.join("summary.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (out_file, summary) = (
+        dir.path().join("records.jsonl"),
+        dir.path().join("summary.json"),
+    );
     let input = [
         server.url("/ok"),
         server.url("/ok"),
@@ -314,9 +308,9 @@ fn output_file_and_summary_file() {
     assert_eq!(l["requests"], 3);
 
     // -o never truncates the input or the --resume file.
-    let input_file = dir.join("urls.txt");
+    let input_file = dir.path().join("urls.txt");
     std::fs::write(&input_file, server.url("/ok")).unwrap();
-    let prev_file = dir.join("previous.jsonl");
+    let prev_file = dir.path().join("previous.jsonl");
     std::fs::write(&prev_file, "").unwrap();
     let (i, p) = (input_file.to_str().unwrap(), prev_file.to_str().unwrap());
     for args in [vec![i, "-o", i], vec![i, "--resume", p, "-o", p]] {
@@ -331,7 +325,6 @@ fn output_file_and_summary_file() {
     );
     assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
     assert!(l["p99"].as_f64().unwrap() <= l["max"].as_f64().unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--ordered` with one slow request first: records come out in input order, and while the
@@ -379,7 +372,7 @@ async fn insecure_short_flag_and_explicit_false() {
 #[test]
 fn ordered_output_survives_resumed_gaps() {
     let server = Server::start_in_background();
-    let dir = temp_dir("ordered-resume");
+    let dir = tempfile::tempdir().unwrap();
     let urls: Vec<String> = (0..40).map(|i| server.url(&format!("/item/{i}"))).collect();
     let input = urls.join("\n");
     // An earlier run that got every third line.
@@ -393,7 +386,7 @@ fn ordered_output_survives_resumed_gaps() {
             )
         })
         .collect();
-    let prev = dir.join("previous.jsonl");
+    let prev = dir.path().join("previous.jsonl");
     std::fs::write(&prev, previous).unwrap();
     let out = run(
         &["--ordered", "-c", "2", "--resume", prev.to_str().unwrap()],
@@ -411,7 +404,6 @@ fn ordered_output_survives_resumed_gaps() {
         .collect();
     let want: Vec<u64> = (0..40).filter(|i| i % 3 != 0).collect();
     assert_eq!(seqs, want);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A SOCKS5 proxy on loopback (no authentication, CONNECT only), in threads: it records the
