@@ -47,7 +47,7 @@ fn one_record_per_url_line_and_every_seq_once() {
 }
 
 #[test]
-fn each_error_kind_for_real() {
+fn each_failure_is_a_record_with_its_own_error_kind() {
     let server = Server::start_in_background();
     let input = [
         format!("http://127.0.0.1:{}/", refused_port()),
@@ -142,7 +142,7 @@ fn unreadable_input_is_one_line_and_exit_2() {
 }
 
 #[test]
-fn config_file_then_flags() {
+fn flags_override_the_config_file_and_unknown_keys_are_refused() {
     let server = Server::start_in_background();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fetchall.toml");
@@ -221,7 +221,7 @@ fn closed_stdout_exits_zero_quietly() {
 }
 
 #[test]
-fn logs_go_to_stderr_only() {
+fn verbose_logs_go_to_stderr_and_stdout_holds_only_records() {
     let server = Server::start_in_background();
     let out = run(&["-vv"], &server.url("/ok"));
     assert_eq!(out.status.code(), Some(0));

@@ -17,7 +17,7 @@ fn one(args: &[&str], url: &str) -> Value {
 }
 
 #[test]
-fn method_headers_and_bodies_from_flags() {
+fn flags_set_the_method_headers_and_body() {
     let server = Server::start_in_background();
     let echo = server.url("/echo");
 
@@ -110,7 +110,7 @@ fn compressed_bodies_are_decoded() {
 }
 
 #[test]
-fn proxy_flag_and_environment() {
+fn proxy_from_flag_or_environment_is_used_unless_no_proxy_exempts_the_host() {
     // The loopback server plays the proxy: a request for a host that cannot resolve
     // (*.invalid) succeeds only if it went to the proxy, which sees the absolute URI.
     let proxy = Server::start_in_background();
@@ -263,7 +263,7 @@ fn save_dir_writes_bodies_with_their_hash() {
 }
 
 #[test]
-fn output_file_and_summary_file() {
+fn output_and_summary_files_hold_the_run_and_never_overwrite_an_input() {
     let server = Server::start_in_background();
     let dir = tempfile::tempdir().unwrap();
     let (out_file, summary) = (
@@ -356,7 +356,7 @@ fn ordered_output_is_in_input_order_and_bounded() {
 /// `-k` is `--insecure` (the TLS server is the security tests' self-signed one), and
 /// `--insecure=false` overrides a config file or environment that turned it on.
 #[tokio::test]
-async fn insecure_short_flag_and_explicit_false() {
+async fn dash_k_skips_tls_verification_and_insecure_false_restores_it() {
     let addr = crate::security::self_signed_server().await;
     let url = format!("https://{addr}/");
     let check = |args: &'static [&'static str], url: String| {
@@ -370,7 +370,7 @@ async fn insecure_short_flag_and_explicit_false() {
 
 /// `--ordered` with `--resume`: skipped lines get no record and must not stall the order.
 #[test]
-fn ordered_output_survives_resumed_gaps() {
+fn ordered_output_does_not_stall_on_lines_resume_skips() {
     let server = Server::start_in_background();
     let dir = tempfile::tempdir().unwrap();
     let urls: Vec<String> = (0..40).map(|i| server.url(&format!("/item/{i}"))).collect();
@@ -463,7 +463,7 @@ fn socks5_proxy(upstream: std::net::SocketAddr) -> (u16, Arc<Mutex<Vec<String>>>
 /// `-x socks5h://` tunnels through a SOCKS proxy that also resolves the name (a `.invalid`
 /// host works only that way); `socks5://` resolves locally and asks for the address.
 #[test]
-fn socks_proxy() {
+fn socks5h_proxies_resolve_names_and_socks5_gets_addresses() {
     let server = Server::start_in_background();
     let upstream: std::net::SocketAddr = server
         .url("")
@@ -497,7 +497,7 @@ fn socks_proxy() {
 /// request at a time, and bad lines whose records are ready at once, so completion order is
 /// not input order; yet every line, the bad ones included, comes out in input order.
 #[test]
-fn ordered_output_over_per_host_queues_and_bad_lines() {
+fn ordered_output_keeps_input_order_across_host_queues_and_bad_lines() {
     let server = Server::start_in_background();
     let other = server.url("/item").replace("127.0.0.1", "localhost");
     let mut input = Vec::new();

@@ -29,7 +29,7 @@ async fn start_runs_on_the_callers_runtime() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn works_on_a_single_threaded_runtime_too() {
+async fn start_works_on_a_single_threaded_runtime() {
     let server = Server::start().await;
     let input = format!("{}\n{}\n", server.url("/ok"), server.url("/status/500"));
     let mut run = fetchall::start(

@@ -31,7 +31,7 @@ fn line<'a>(text: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
-fn precedence_defaults_file_environment_flags() {
+fn config_precedence_is_defaults_then_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(
@@ -141,7 +141,7 @@ fn environment_beats_the_file_in_a_run() {
 }
 
 #[test]
-fn completions_and_man_page() {
+fn completions_and_man_page_list_the_flags() {
     for (shell, needle) in [
         ("bash", "--max-redirects"),
         ("zsh", "--save-dir"),
@@ -171,7 +171,7 @@ fn completions_and_man_page() {
 /// reads the screen with capture-pane while it runs. The first run also logs (-vv), which must
 /// not garble the line.
 #[test]
-fn progress_line_in_a_real_terminal() {
+fn progress_line_shows_counts_clears_at_the_end_and_logs_do_not_garble_it() {
     if !require_tool("tmux", "-V") {
         return;
     }
