@@ -47,7 +47,7 @@ fn one_record_per_url_line_and_every_seq_once() {
 }
 
 #[test]
-fn each_error_kind_for_real() {
+fn each_failure_is_a_record_with_its_own_error_kind() {
     let server = Server::start_in_background();
     let input = [
         format!("http://127.0.0.1:{}/", refused_port()),
@@ -113,9 +113,8 @@ fn bodies_are_json_text_or_base64() {
 #[test]
 fn reads_a_file_or_stdin_dash() {
     let server = Server::start_in_background();
-    let dir = std::env::temp_dir().join(format!("fetchall-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("urls.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("urls.txt");
     std::fs::write(
         &file,
         format!("{}\n{}\n", server.url("/ok"), server.url("/text")),
@@ -126,7 +125,6 @@ fn reads_a_file_or_stdin_dash() {
     let out = run(&["-"], &server.url("/ok"));
     assert_eq!(records(&out.stdout).len(), 1);
     assert_eq!(out.status.code(), Some(0));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -144,11 +142,10 @@ fn unreadable_input_is_one_line_and_exit_2() {
 }
 
 #[test]
-fn config_file_then_flags() {
+fn flags_override_the_config_file_and_unknown_keys_are_refused() {
     let server = Server::start_in_background();
-    let dir = std::env::temp_dir().join(format!("fetchall-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("fetchall.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fetchall.toml");
     std::fs::write(&config, "concurrency = 2\nbody = \"none\"\n").unwrap();
     let input: String = (0..12).map(|_| server.url("/delay/100") + "\n").collect();
     let out = run(&["--config", config.to_str().unwrap()], &input);
@@ -170,7 +167,6 @@ fn config_file_then_flags() {
         err.contains("concurency") && err.lines().count() == 1,
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -192,9 +188,8 @@ fn closed_stdout_exits_zero_quietly() {
     let input: String = (0..3000)
         .map(|i| server.url(&format!("/item/{i}")) + "\n")
         .collect();
-    let dir = std::env::temp_dir().join(format!("fetchall-head-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("urls.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("urls.txt");
     std::fs::write(&file, input).unwrap();
     let mut child = fetchall()
         .arg(&file)
@@ -223,11 +218,10 @@ fn closed_stdout_exits_zero_quietly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0));
     assert_eq!(stderr, "");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
-fn logs_go_to_stderr_only() {
+fn verbose_logs_go_to_stderr_and_stdout_holds_only_records() {
     let server = Server::start_in_background();
     let out = run(&["-vv"], &server.url("/ok"));
     assert_eq!(out.status.code(), Some(0));

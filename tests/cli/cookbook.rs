@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use crate::server::Server;
+use crate::support::require_tool;
 
 struct Recipe {
     line: usize,
@@ -58,8 +59,8 @@ fn recipes(markdown: &str) -> Vec<Recipe> {
 
 #[test]
 fn every_cookbook_recipe_runs() {
-    if Command::new("jq").arg("--version").output().is_err() {
-        eprintln!("skipped every_cookbook_recipe_runs: jq is not installed (apt-get install jq)");
+    // The recipes are bash scripts that pipe records through jq.
+    if !require_tool("bash", "--version") || !require_tool("jq", "--version") {
         return;
     }
     let markdown =
@@ -79,10 +80,9 @@ fn every_cookbook_recipe_runs() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let root = std::env::temp_dir().join(format!("fetchall-cookbook-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = tempfile::tempdir().unwrap();
     for recipe in &recipes {
-        let dir = root.join(recipe.line.to_string());
+        let dir = root.path().join(recipe.line.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("bash");
         crate::support::isolate(&mut cmd);
@@ -113,5 +113,4 @@ fn every_cookbook_recipe_runs() {
             );
         }
     }
-    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -1,4 +1,8 @@
 //! The library on the caller's runtime: no binary, no runtime of its own.
+//!
+//! The loopback server runs on the test's runtime too, so with a paused clock
+//! (`start_paused`) its delays and fetchall's timers take no real time: tokio moves the
+//! clock to the next timer whenever every task waits.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
@@ -6,7 +10,7 @@ use std::num::NonZeroUsize;
 use crate::server::Server;
 use crate::support::validate;
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn start_runs_on_the_callers_runtime() {
     let server = Server::start().await;
     let input: String = (0..20)
@@ -29,7 +33,7 @@ async fn start_runs_on_the_callers_runtime() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn works_on_a_single_threaded_runtime_too() {
+async fn start_works_on_a_single_threaded_runtime() {
     let server = Server::start().await;
     let input = format!("{}\n{}\n", server.url("/ok"), server.url("/status/500"));
     let mut run = fetchall::start(
@@ -56,7 +60,7 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
 
 /// A library user stops a run with its token: nothing new starts, what is in flight is
 /// cancelled after the grace, each with a record, and the run ends.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_token_stops_the_run() {
     let server = Server::start().await;
     let input: String = (0..50).map(|_| server.url("/delay/5000") + "\n").collect();

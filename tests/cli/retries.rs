@@ -76,7 +76,7 @@ fn no_slot_is_held_while_waiting_to_retry() {
 
 /// 500 is retried only with --retry-500; 404 never.
 #[test]
-fn status_500_only_with_the_opt_in() {
+fn status_500_is_retried_only_with_retry_500() {
     let server = Server::start_in_background();
     let input = format!(
         "{}\n{}\n",

@@ -21,7 +21,7 @@ fn insecure_warns_on_stderr() {
 }
 
 #[test]
-fn only_http_and_https() {
+fn only_http_and_https_urls_are_fetched() {
     let input =
         "file:///etc/passwd\nftp://127.0.0.1/x\ndata:text/plain,hi\njavascript:alert(1)\nhttp://\n";
     let out = run(&[], input);

@@ -5,14 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::server::Server;
-use crate::support::{fetchall, records};
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::support::{fetchall, records, require_tool};
 
 /// `fetchall config` with `args` and `env`; its lines, keyed.
 fn effective(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -38,9 +31,9 @@ fn line<'a>(text: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
-fn precedence_defaults_file_environment_flags() {
-    let dir = temp_dir("precedence");
-    let file = dir.join("config.toml");
+fn config_precedence_is_defaults_then_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
     std::fs::write(
         &file,
         "concurrency = 2\ntimeout = \"5s\"\nbody = \"none\"\nheader = [\"X-From: file\"]\n",
@@ -94,7 +87,7 @@ fn precedence_defaults_file_environment_flags() {
     );
 
     // Without --config: the user's config directory.
-    let home = dir.join("xdg");
+    let home = dir.path().join("xdg");
     std::fs::create_dir_all(home.join("fetchall")).unwrap();
     std::fs::write(home.join("fetchall/config.toml"), "burst = 9\n").unwrap();
     let text = effective(&[], &[("XDG_CONFIG_HOME", home.to_str().unwrap())]);
@@ -104,7 +97,7 @@ fn precedence_defaults_file_environment_flags() {
     assert_eq!(line(&text, "concurrency"), "concurrency = 2  # config file");
 
     // The printed configuration is itself a valid config file.
-    let printed = dir.join("printed.toml");
+    let printed = dir.path().join("printed.toml");
     std::fs::write(
         &printed,
         effective(&["--config", file_arg, "-r", "5/s"], &[]),
@@ -112,14 +105,13 @@ fn precedence_defaults_file_environment_flags() {
     .unwrap();
     let again = effective(&["--config", printed.to_str().unwrap()], &[]);
     assert_eq!(line(&again, "rate"), "rate = [\"5/s\"]  # config file");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The same precedence in a real run: the environment beats the file, a flag beats both.
 #[test]
 fn environment_beats_the_file_in_a_run() {
-    let dir = temp_dir("env-run");
-    let file = dir.join("config.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
     std::fs::write(&file, "concurrency = 2\n").unwrap();
     for (env, flag, want) in [
         (None, None, 2),
@@ -146,11 +138,10 @@ fn environment_beats_the_file_in_a_run() {
         assert_eq!(records(&out.stdout).len(), 12);
         assert_eq!(server.max_in_flight(), want, "env {env:?} flag {flag:?}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
-fn completions_and_man_page() {
+fn completions_and_man_page_list_the_flags() {
     for (shell, needle) in [
         ("bash", "--max-redirects"),
         ("zsh", "--save-dir"),
@@ -180,14 +171,13 @@ fn completions_and_man_page() {
 /// reads the screen with capture-pane while it runs. The first run also logs (-vv), which must
 /// not garble the line.
 #[test]
-fn progress_line_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped progress_line_in_a_real_terminal: tmux is not installed");
+fn progress_line_shows_counts_clears_at_the_end_and_logs_do_not_garble_it() {
+    if !require_tool("tmux", "-V") {
         return;
     }
     let server = Server::start_in_background();
-    let dir = temp_dir("tmux");
-    let urls = dir.join("urls.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let urls = dir.path().join("urls.txt");
     let mut input = String::from("# twelve slow URLs and a bad line\n");
     for _ in 0..12 {
         input.push_str(&(server.url("/delay/250") + "\n"));
@@ -199,8 +189,8 @@ fn progress_line_in_a_real_terminal() {
         "{bin} {urls} -c 2 -vv > {out1}; echo DONE1; {bin} -q {urls} -c 13 > {out2}; echo DONE2; \
          cat {urls} | {bin} -c 2 > {out2}; echo DONE3; sleep 60",
         urls = urls.display(),
-        out1 = dir.join("out1").display(),
-        out2 = dir.join("out2").display(),
+        out1 = dir.path().join("out1").display(),
+        out2 = dir.path().join("out2").display(),
     );
     let socket = format!("fetchall-test-{}", std::process::id());
     let tmux = |args: &[&str]| {
@@ -253,7 +243,6 @@ fn progress_line_in_a_real_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux(&["kill-server"]);
-    std::fs::remove_dir_all(&dir).unwrap();
 
     assert!(screen.contains("DONE3"), "the runs finished: {screen}");
     // While running: done/total (the file's 13 URL lines), rate, counts, ETA.

@@ -11,25 +11,17 @@ use serde_json::Value;
 use crate::server::{Server, refused_port};
 use crate::support::{fetchall, kind, records};
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory, removed on drop.
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().unwrap())
     }
     fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.0.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -103,7 +95,7 @@ fn check_lines(stdout: &[u8]) -> Vec<Value> {
 #[test]
 fn sigint_cancels_what_outlasts_the_grace() {
     let server = Server::start_in_background();
-    let dir = Scratch::new("sigint");
+    let dir = Scratch::new();
     let list: String = (0..100).map(|_| server.url("/delay/5000") + "\n").collect();
     let input = dir.file("urls.txt", &list);
     let started = Instant::now();
@@ -135,7 +127,7 @@ fn sigint_cancels_what_outlasts_the_grace() {
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
     let server = Server::start_in_background();
-    let dir = Scratch::new("sigterm");
+    let dir = Scratch::new();
     let list: String = (0..100).map(|_| server.url("/delay/400") + "\n").collect();
     let input = dir.file("urls.txt", &list);
     let child = spawn(&["-c", "4", "--grace", "5s"], &input);
@@ -159,7 +151,7 @@ fn sigterm_lets_requests_in_flight_finish() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let server = Server::start_in_background();
-    let dir = Scratch::new("second");
+    let dir = Scratch::new();
     let mut list = String::new();
     for i in 0..200 {
         // Quick ones first, so some records are written before the signals.
@@ -191,7 +183,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn interrupted_then_resumed_gives_one_ok_record_per_url() {
     let server = Server::start_in_background();
-    let dir = Scratch::new("resume");
+    let dir = Scratch::new();
     let refused = format!("http://127.0.0.1:{}/", refused_port());
     let mut list = String::from("# a comment\n");
     for i in 0..60 {

@@ -1,4 +1,5 @@
-//! Helpers: run the binary, parse and validate its records against the published schema.
+//! Helpers: run the binary, parse and validate its records against the published schema, and
+//! decide whether a test whose environment falls short may skip (never under CI).
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -165,4 +166,46 @@ pub fn max_in_window_f(sorted: &[f64], w: f64) -> usize {
         best = best.max(hi - lo + 1);
     }
     best
+}
+
+/// Whether the `CI` environment variable is set: there a test never passes by skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// A test that cannot run here, for `reason`: under CI it fails (panics); elsewhere it says so
+/// on one line of stderr, and the caller returns. The line goes to stderr itself, not through
+/// `eprintln!`, which the test harness captures and hides when the test passes.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    assert!(
+        !in_ci(),
+        "{test} cannot run: {reason}; CI is set, so it fails instead of skipping"
+    );
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {reason}");
+}
+
+/// Whether the external program `name` runs (`name version_arg` starts and exits 0). When it
+/// does not, the test fails under CI and skips elsewhere (see [`skip`]): `false` means return.
+pub fn require_tool(name: &str, version_arg: &str) -> bool {
+    let ran = Command::new(name)
+        .arg(version_arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match ran {
+        Ok(status) if status.success() => true,
+        Ok(status) => {
+            skip(&format!("`{name} {version_arg}` failed ({status})"));
+            false
+        }
+        Err(e) => {
+            skip(&format!(
+                "{name} is not installed ({e}); apt-get install {name}"
+            ));
+            false
+        }
+    }
 }
