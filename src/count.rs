@@ -74,20 +74,19 @@ mod tests {
 
     #[test]
     fn counts_the_lines_that_get_records() {
-        let path = std::env::temp_dir().join(format!("fetchall-count-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("urls.txt");
         std::fs::write(&path, b"a\n\n  # c\n  b  \n\xff\n \t\nlast").unwrap();
         assert_eq!(count_url_lines(&path).unwrap(), 4);
-        std::fs::remove_file(&path).unwrap();
     }
 
     /// Lines an earlier run got ok (same seq and url) are left out of the total; a failed
     /// one, or an ok one whose line moved, is not.
     #[test]
     fn leaves_out_resumed_lines() {
-        let dir = std::env::temp_dir().join(format!("fetchall-resumed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let input = dir.join("urls.txt");
-        let previous = dir.join("previous.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("urls.txt");
+        let previous = dir.path().join("previous.jsonl");
         std::fs::write(
             &input,
             "# c\nhttp://a.test/0\nhttp://a.test/1\nbad\nhttp://a.test/3\nhttp://a.test/4\n",
@@ -111,6 +110,5 @@ mod tests {
         assert_eq!(unreadable, 0);
         assert_eq!(count_url_lines(&input).unwrap(), 5);
         assert_eq!(count_resumed(&input, &done).unwrap(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

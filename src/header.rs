@@ -8,9 +8,9 @@
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 
-/// A header value from user input, or why it cannot be sent. The message names the header,
-/// never the value (it may be a credential).
-pub(crate) fn value(name: &str, value: &str) -> Result<HeaderValue, String> {
+/// A header value from user input, or why it cannot be sent (a CR, LF or other control
+/// character). The message names the header, never the value (it may be a credential).
+pub fn parse_header_value(name: &str, value: &str) -> Result<HeaderValue, String> {
     if value.contains(['\r', '\n']) {
         return Err(format!(
             "the {name} header value contains a line break (CR or LF)"
@@ -24,7 +24,7 @@ pub(crate) fn value(name: &str, value: &str) -> Result<HeaderValue, String> {
 pub(crate) fn pair(name: &str, val: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))?;
-    let val = value(name.as_str(), val)?;
+    let val = parse_header_value(name.as_str(), val)?;
     Ok((name, val))
 }
 
@@ -54,8 +54,8 @@ mod tests {
         assert!(parse_header("X-A: a\nb").is_err());
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
-        assert!(value("X-Ok", "fine\tvalue").is_ok());
-        assert!(value("X-Bad", "a\u{7f}b").is_err());
+        assert!(parse_header_value("X-Ok", "fine\tvalue").is_ok());
+        assert!(parse_header_value("X-Bad", "a\u{7f}b").is_err());
     }
 
     #[test]

@@ -84,7 +84,7 @@ mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
-pub use crate::header::{parse_header, parse_method};
+pub use crate::header::{parse_header, parse_header_value, parse_method};
 pub use crate::input::Source;
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{

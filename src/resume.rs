@@ -101,9 +101,8 @@ mod tests {
 
     #[test]
     fn only_ok_records_with_the_same_seq_and_url() {
-        let dir = std::env::temp_dir().join(format!("fetchall-resume-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("prev.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prev.jsonl");
         std::fs::write(
             &path,
             concat!(
@@ -127,6 +126,5 @@ mod tests {
             "failed records do not count"
         );
         assert!(done.contains(2, &url("http://u:secret@c.test/")));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

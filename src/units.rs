@@ -88,13 +88,23 @@ impl TryFrom<String> for Rate {
 }
 
 impl fmt::Display for Rate {
+    /// As it was written: `10/s`, `600/m`, `2.5/m` (stored as 25 per 10 minutes), `0.001/h`;
+    /// the output always parses back to the same rate.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.per.as_secs() {
-            1 => write!(f, "{}/s", self.count),
-            60 => write!(f, "{}/m", self.count),
-            3600 => write!(f, "{}/h", self.count),
-            _ => write!(f, "{}/s", self.per_second()),
+        let whole_secs = self.per.subsec_nanos() == 0;
+        for (unit_secs, unit) in [(3600, "h"), (60, "m"), (1, "s")] {
+            let secs = self.per.as_secs();
+            if !whole_secs || !secs.is_multiple_of(unit_secs) {
+                continue;
+            }
+            // `from_str` scales a fractional count by 10, 100 or 1000.
+            let scale = secs / unit_secs;
+            if matches!(scale, 1 | 10 | 100 | 1000) {
+                let count = f64::from(self.count.get()) / scale as f64;
+                return write!(f, "{count}/{unit}");
+            }
         }
+        write!(f, "{}/s", self.per_second())
     }
 }
 
@@ -222,6 +232,11 @@ mod tests {
         assert_eq!(r.interval(), Duration::from_secs(2));
         let r: Rate = "5000/h".parse().unwrap();
         assert_eq!(r.to_string(), "5000/h");
+        for text in ["2.5/m", "1.5/h", "0.001/h", "0.5/s", "600/m", "12.25/s"] {
+            let r: Rate = text.parse().unwrap();
+            assert_eq!(r.to_string(), text);
+            assert_eq!(r.to_string().parse::<Rate>().unwrap(), r);
+        }
         assert!("0/s".parse::<Rate>().is_err());
         assert!("10".parse::<Rate>().is_err());
         assert!("10/d".parse::<Rate>().is_err());

@@ -65,7 +65,7 @@ pub(crate) struct RunArgs {
     pub(crate) max_body: ByteSize,
 
     /// User-Agent header
-    #[arg(short = 'A', long, value_name = "TEXT", default_value_t = D.user_agent.clone())]
+    #[arg(short = 'A', long, value_name = "TEXT", default_value = D.user_agent.to_str().unwrap_or_default().to_owned())]
     pub(crate) user_agent: String,
 
     /// Retries after a failed attempt (connect, timeout, cut-off body, 408/429/502/503/504)
@@ -247,7 +247,8 @@ impl RunArgs {
         s.read_timeout = self.read_timeout.0;
         s.body = self.body;
         s.max_body = self.max_body.0;
-        s.user_agent = self.user_agent.clone();
+        s.user_agent = fetchall::parse_header_value("User-Agent", &self.user_agent)
+            .map_err(|e| SettingsError::new("user-agent", e))?;
         s.retry = self.retry_policy();
         s.grace = self.grace.0;
         s.resume = self.resume.clone();

@@ -14,8 +14,6 @@ use crate::settings::Settings;
 /// a redirect to another host (`reqwest::redirect::remove_sensitive_headers`; tested in
 /// `tests/cli/security.rs`).
 pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
-    let user_agent = crate::header::value("User-Agent", &settings.user_agent)
-        .map_err(|e| SettingsError::new("user-agent", e))?;
     if settings.insecure {
         tracing::warn!(
             "--insecure: TLS certificates are NOT verified; anyone on the path can read and change these requests"
@@ -27,7 +25,7 @@ pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
         n => reqwest::redirect::Policy::limited(n as usize),
     };
     let mut builder = reqwest::Client::builder()
-        .user_agent(user_agent)
+        .user_agent(settings.user_agent.clone())
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
