@@ -80,6 +80,7 @@ mod run;
 mod save;
 mod scheduler;
 mod settings;
+mod shard;
 mod units;
 
 pub use crate::count::count_records;
@@ -93,7 +94,9 @@ pub use crate::record::{
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_with_cancel};
+pub use crate::scheduler::Skipped;
 pub use crate::settings::{Proxy, Settings};
+pub use crate::shard::Shard;
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use reqwest::Method;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};

@@ -60,6 +60,9 @@ pub struct Record {
     /// Where the body was written (`--save-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<Saved>,
+    /// With `--shard K/N`: K, the shard that fetched this line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// A body written to `--save-dir`.
@@ -100,6 +103,7 @@ impl Record {
             headers: None,
             saved: None,
             host_rate: None,
+            shard: None,
         }
     }
 }

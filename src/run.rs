@@ -20,6 +20,7 @@ use crate::limit::{Gate, Limits};
 use crate::output::{self, Observer, SinkHandle, Tally};
 use crate::record::Record;
 use crate::resume::Done;
+use crate::scheduler::Skipped;
 use crate::settings::Settings;
 use crate::{fetch, reorder, scheduler};
 
@@ -34,9 +35,16 @@ const RECORD_QUEUE: usize = 1024;
 pub struct Run {
     records: mpsc::Receiver<Record>,
     reader: JoinHandle<io::Result<()>>,
+    skipped: Skipped,
 }
 
 impl Run {
+    /// The counts of lines this run leaves without a record (`--resume`, `--shard`), updated
+    /// as it goes: final once every record is written.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped.clone()
+    }
+
     /// The next finished record, or `None` when every input line has its record (or, after a
     /// stop, when every started request has).
     pub async fn next(&mut self) -> Option<Record> {
@@ -146,7 +154,9 @@ pub fn start_with_cancel(
         hard: hard.clone(),
         alive,
         _finished: hard.drop_guard(),
+        skipped: Skipped::default(),
     });
+    let skipped = ctx.skipped.clone();
     let (line_tx, line_rx) = mpsc::channel(LINE_QUEUE);
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
     // Stopping ends the reader wherever it waits (on the input or on a full queue): lines
@@ -168,6 +178,7 @@ pub fn start_with_cancel(
     Ok(Run {
         records: record_rx,
         reader,
+        skipped,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::error::SettingsError;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
+use crate::shard::Shard;
 use crate::units::Rate;
 
 /// Everything a run needs to know, resolved. Build it with `Settings::default()` and set the
@@ -73,6 +74,9 @@ pub struct Settings {
     pub adaptive: bool,
     /// Most jobs held waiting for admission (`--lookahead`).
     pub lookahead: NonZeroUsize,
+    /// Fetch only the lines of this shard (`--shard K/N`, see docs/scale-out.md); the others
+    /// get no record. `None` fetches every line.
+    pub shard: Option<Shard>,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
             per_host_rates: Vec::new(),
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
+            shard: None,
         }
     }
 }

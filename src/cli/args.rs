@@ -67,6 +67,14 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff), e.g. `fetchall man > fetchall.1`
     Man,
+    /// Merge shard outputs (each written with --ordered) into input order on stdout, by seq
+    /// (then page, round); duplicates and gaps are reported on stderr with exit status 1.
+    /// Memory is bounded by the number of files (see docs/scale-out.md)
+    Merge {
+        /// Shard outputs, e.g. out-0.jsonl out-1.jsonl ...
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// The whole command, environment variable names included (for parsing, completions and the

@@ -10,6 +10,7 @@ pub(crate) mod args;
 mod config_file;
 mod demo;
 pub(crate) mod exit;
+mod merge;
 mod options;
 pub(crate) mod progress;
 mod run;
@@ -52,6 +53,7 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
             Ok(()) => Exit::Ok,
             Err(e) => report(&e),
         },
+        Some(Command::Merge { files }) => merge::run(files),
         None => fetch(&parsed).await,
     }
 }

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
     Body, BodyMode, ByteSize, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
-    SettingsError,
+    SettingsError, Shard,
 };
 use strum::VariantNames;
 
@@ -198,6 +198,101 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
     pub(crate) threads: u16,
+
+    /// Fetch only shard K of N (0-based): the lines whose host (scheme + host + port) hashes
+    /// to K; other lines get no record. `auto` reads JOB_COMPLETION_INDEX + FETCHALL_SHARDS
+    /// (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID + SLURM_ARRAY_TASK_COUNT (Slurm
+    /// array); see docs/scale-out.md [default: every line]
+    #[arg(long, value_name = "K/N|auto")]
+    pub(crate) shard: Option<ShardArg>,
+}
+
+/// `--shard`: a fixed `K/N`, or `auto` from the job engine's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShardArg {
+    Auto,
+    Fixed(Shard),
+}
+
+impl std::str::FromStr for ShardArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ShardArg, String> {
+        if s.trim() == "auto" {
+            return Ok(ShardArg::Auto);
+        }
+        s.parse().map(ShardArg::Fixed)
+    }
+}
+
+impl std::fmt::Display for ShardArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardArg::Auto => f.write_str("auto"),
+            ShardArg::Fixed(s) => s.fmt(f),
+        }
+    }
+}
+
+impl ShardArg {
+    /// The shard, `auto` read from `env` (the process environment, or a test's).
+    pub(crate) fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        match self {
+            ShardArg::Fixed(s) => Ok(s),
+            ShardArg::Auto => shard_from_env(env),
+        }
+    }
+}
+
+/// `--shard auto`: a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX` with the count in
+/// `FETCHALL_SHARDS` (Kubernetes does not tell a pod the job's completions), else a Slurm
+/// array's `SLURM_ARRAY_TASK_ID` less `SLURM_ARRAY_TASK_MIN` (arrays may start at 1) of
+/// `SLURM_ARRAY_TASK_COUNT`.
+fn shard_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
+    let number = |name: &str| -> Result<Option<u32>, String> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                format!(
+                    "auto: {name} is not a whole number: `{}`",
+                    env_value_shown(&v)
+                )
+            }),
+        }
+    };
+    if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+        let count = number("FETCHALL_SHARDS")?.ok_or(
+            "auto: JOB_COMPLETION_INDEX is set but FETCHALL_SHARDS (the Job's completions) is not",
+        )?;
+        return Shard::new(index, count).map_err(|e| format!("auto (Kubernetes): {e}"));
+    }
+    if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+        let count = number("SLURM_ARRAY_TASK_COUNT")?
+            .ok_or("auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
+        let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let index = id
+            .checked_sub(min)
+            .ok_or("auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+        return Shard::new(index, count).map_err(|e| format!("auto (Slurm): {e}"));
+    }
+    Err(
+        "auto: neither JOB_COMPLETION_INDEX (Kubernetes Indexed Job) nor SLURM_ARRAY_TASK_ID \
+         (Slurm array) is set; give --shard K/N"
+            .to_owned(),
+    )
+}
+
+/// An environment value as echoed in an error: at most 24 bytes.
+fn env_value_shown(v: &str) -> String {
+    let mut end = v.len().min(24);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < v.len() {
+        format!("{}…", &v[..end])
+    } else {
+        v.to_owned()
+    }
 }
 
 /// `--body`'s values, from the library's own list.
@@ -270,6 +365,13 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        s.shard = match self.shard {
+            Some(arg) => Some(
+                arg.resolve(|name| std::env::var(name).ok())
+                    .map_err(|e| SettingsError::new("shard", e))?,
+            ),
+            None => None,
+        };
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),
@@ -328,5 +430,49 @@ fn read_arg(arg: &str) -> Result<bytes::Bytes, String> {
             .map(bytes::Bytes::from)
             .map_err(|e| format!("cannot read {path}: {e}")),
         None => Ok(bytes::Bytes::copy_from_slice(arg.as_bytes())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn shard_auto_reads_kubernetes_then_slurm() {
+        let k8s = [("JOB_COMPLETION_INDEX", "3"), ("FETCHALL_SHARDS", "8")];
+        assert_eq!(ShardArg::Auto.resolve(env(&k8s)), Shard::new(3, 8));
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(ShardArg::Auto.resolve(env(&slurm)), Shard::new(3, 4));
+        let fixed = ShardArg::Fixed(Shard::new(1, 2).unwrap());
+        assert_eq!(fixed.resolve(env(&k8s)), Shard::new(1, 2));
+    }
+
+    #[test]
+    fn shard_auto_refuses_what_it_cannot_read() {
+        for vars in [
+            &[][..],
+            &[("JOB_COMPLETION_INDEX", "3")][..],
+            &[("JOB_COMPLETION_INDEX", "8"), ("FETCHALL_SHARDS", "8")][..],
+            &[("JOB_COMPLETION_INDEX", "x"), ("FETCHALL_SHARDS", "8")][..],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "0"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ][..],
+        ] {
+            assert!(ShardArg::Auto.resolve(env(vars)).is_err(), "{vars:?}");
+        }
     }
 }

@@ -61,8 +61,15 @@ pub(crate) async fn run(
                 .observe(record);
         })
     };
-    let writing =
-        fetchall::start_with_cancel(settings, source, signals.token())?.write_to(sink, observe);
+    let sharded = settings.shard.is_some();
+    let pipeline = fetchall::start_with_cancel(settings, source, signals.token())?;
+    if sharded {
+        summary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count_shard_skips(pipeline.skipped());
+    }
+    let writing = pipeline.write_to(sink, observe);
     signals.set_sink(writing.sink());
     let result = writing.finish().await;
     progress.finish();

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use fetchall::Record;
+use fetchall::{Record, Skipped};
 
 /// Latency buckets: bucket `i` holds latencies up to `MIN_MS * GROWTH^i` ms.
 pub(crate) const BUCKETS: usize = 1200;
@@ -81,9 +81,16 @@ pub(crate) struct Summary {
     by_status: BTreeMap<u16, u64>,
     by_error: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    /// With `--shard`: the run's skip counts, read when the report is made.
+    shard_skips: Option<Skipped>,
 }
 
 impl Summary {
+    /// Report the lines of other shards this run skips (`--shard`), from `skipped`.
+    pub(crate) fn count_shard_skips(&mut self, skipped: Skipped) {
+        self.shard_skips = Some(skipped);
+    }
+
     pub(crate) fn new(started: Instant) -> Summary {
         Summary {
             started,
@@ -93,6 +100,7 @@ impl Summary {
             by_status: BTreeMap::new(),
             by_error: BTreeMap::new(),
             latency: Histogram::default(),
+            shard_skips: None,
         }
     }
 
@@ -145,6 +153,7 @@ impl Summary {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             latency_ms,
+            skipped_other_shards: self.shard_skips.as_ref().map(Skipped::other_shards),
         }
     }
 }
@@ -173,6 +182,9 @@ pub(crate) struct Report {
     /// Latency of the requests made (records with `elapsed_ms`); absent when none was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
+    /// With `--shard`: input lines left to other shards (no record here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_other_shards: Option<u64>,
 }
 
 /// Latency percentiles in milliseconds (from a histogram: within 2%).
@@ -211,6 +223,9 @@ impl fmt::Display for Report {
                 "  latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                 l.p50, l.p95, l.p99, l.max
             )?;
+        }
+        if let Some(n) = self.skipped_other_shards {
+            writeln!(f, "  shard:   {n} lines of other shards skipped")?;
         }
         Ok(())
     }

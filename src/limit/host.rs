@@ -25,6 +25,13 @@ impl HostKey {
     }
 }
 
+impl HostKey {
+    /// The key as text, `scheme://host:port` (what `--shard` hashes).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for HostKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

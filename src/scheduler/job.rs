@@ -173,6 +173,7 @@ impl Job {
             headers: outcome.headers,
             saved,
             host_rate: ctx.gate.host_rate(&self.host),
+            shard: ctx.settings.shard.map(|s| s.index()),
         }
     }
 }

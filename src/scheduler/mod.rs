@@ -25,6 +25,7 @@
 mod job;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -68,6 +69,32 @@ pub(crate) struct Context {
     pub alive: Arc<Semaphore>,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
+    /// Lines left without a record: already done (`--resume`) or another shard's.
+    pub skipped: Skipped,
+}
+
+/// Lines a run leaves without a record, counted as the dispatcher passes them: those an
+/// earlier run already fetched (`--resume`) and those of other shards (`--shard`). A cheap
+/// handle: clones share the counts ([`crate::Run::skipped`]).
+#[derive(Debug, Clone, Default)]
+pub struct Skipped(Arc<SkipCounts>);
+
+#[derive(Debug, Default)]
+struct SkipCounts {
+    resumed: AtomicU64,
+    other_shards: AtomicU64,
+}
+
+impl Skipped {
+    /// Lines skipped because an earlier run's output has them ok (`--resume`), so far.
+    pub fn resumed(&self) -> u64 {
+        self.0.resumed.load(Ordering::Relaxed)
+    }
+
+    /// Lines skipped because they belong to another shard (`--shard`), so far.
+    pub fn other_shards(&self) -> u64 {
+        self.0.other_shards.load(Ordering::Relaxed)
+    }
 }
 
 /// Start jobs until the input ends, the run is stopped, or nobody reads the records any more.
@@ -86,7 +113,6 @@ pub(crate) async fn dispatch(
         records,
         order,
     };
-    let mut skipped = 0u64;
     loop {
         let line = tokio::select! {
             biased;
@@ -98,15 +124,38 @@ pub(crate) async fn dispatch(
         };
         match dispatcher.handle(line).await {
             Step::Next => {}
-            Step::Skipped => skipped += 1,
+            Step::Skipped => {
+                dispatcher
+                    .ctx
+                    .skipped
+                    .0
+                    .resumed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Step::OtherShard => {
+                dispatcher
+                    .ctx
+                    .skipped
+                    .0
+                    .other_shards
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Step::Stop => break,
         }
     }
+    let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
         tracing::info!(
-            "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
+            "resume: skipped {} lines already ok in {} ({} ok records loaded)",
+            skipped.resumed(),
             done.path().display(),
             done.len()
+        );
+    }
+    if let Some(shard) = dispatcher.ctx.settings.shard {
+        tracing::info!(
+            "shard {shard}: skipped {} lines of other shards",
+            skipped.other_shards()
         );
     }
 }
@@ -124,6 +173,8 @@ enum Step {
     Next,
     /// The line already has an ok record (`--resume`): no record, no place in the order.
     Skipped,
+    /// The line belongs to another shard (`--shard`): no record, no place in the order.
+    OtherShard,
     /// The run is stopping, or nobody reads the records any more.
     Stop,
 }
@@ -132,6 +183,13 @@ impl Dispatcher {
     /// Give `line` its place in the output order, then its record (a bad line) or its job.
     async fn handle(&self, line: Line) -> Step {
         let request = line.request.map(|r| self.ctx.settings.request.apply(r));
+        // Keyed by the host the per-host limits use, so one host's lines share one shard.
+        let host = request.as_ref().ok().map(|r| HostKey::of(&r.url));
+        if let Some(shard) = &self.ctx.settings.shard
+            && !shard.owns(host.as_ref().map(|h| h.as_str()))
+        {
+            return Step::OtherShard;
+        }
         if let Ok(request) = &request
             && let Some(done) = &self.ctx.done
             && done.contains(line.seq, &request.url)
@@ -161,7 +219,8 @@ impl Dispatcher {
                 if let Some(place) = place {
                     place.send(line.seq);
                 }
-                let record = bad.into_record(line.seq, line.line);
+                let mut record = bad.into_record(line.seq, line.line);
+                record.shard = self.ctx.settings.shard.map(|s| s.index());
                 return match self.records.send(record).await {
                     Ok(()) => Step::Next,
                     Err(_) => Step::Stop,
@@ -177,7 +236,7 @@ impl Dispatcher {
                 Err(_) => return Step::Stop,
             },
         };
-        let host = HostKey::of(&request.url);
+        let host = host.unwrap_or_else(|| HostKey::of(&request.url));
         let job = Job {
             seq: line.seq,
             line: line.line,

@@ -11,6 +11,7 @@ mod limits;
 mod politeness;
 mod properties;
 mod retries;
+mod scaleout;
 mod security;
 mod server;
 mod shell;
