@@ -32,6 +32,10 @@ pub enum Error {
     /// `start` was called outside a tokio runtime.
     #[error("fetchall::start must be called from within a tokio runtime")]
     NoRuntime,
+    /// The Redis of `--limits` cannot be used (see [`crate::check_limits`]); the message
+    /// shows its URL with the password masked.
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// A setting that cannot be used: which one, and why (never its value, which may be a secret).

@@ -93,9 +93,9 @@ pub use crate::record::{
 };
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
-pub use crate::run::{Run, Writing, run, start, start_with_cancel};
+pub use crate::run::{Run, Writing, check_limits, run, start, start_with_cancel};
 pub use crate::scheduler::Skipped;
-pub use crate::settings::{Proxy, Settings};
+pub use crate::settings::{LimitsFallback, LimitsUrl, Proxy, Settings};
 pub use crate::shard::Shard;
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use reqwest::Method;

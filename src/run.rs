@@ -107,6 +107,16 @@ async fn join_reader(reader: JoinHandle<io::Result<()>>) -> Result<(), Error> {
     }
 }
 
+/// With `settings.limits`: check that its Redis can be reached and runs scripts, so that a run
+/// asked to share its limits fails before it starts (and before its caller creates any output
+/// file) instead of finding out mid-run. Without `settings.limits`, `Ok` at once.
+pub async fn check_limits(settings: &Settings) -> Result<(), Error> {
+    match &settings.limits {
+        Some(url) => crate::limit::check_shared(url).await.map_err(Error::Limits),
+        None => Ok(()),
+    }
+}
+
 /// Start fetching every line of `source` on the current tokio runtime.
 pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
     start_with_cancel(settings, source, CancellationToken::new())
@@ -137,7 +147,7 @@ pub fn start_with_cancel(
         })?),
         None => None,
     };
-    let gate = Gate::new(Limits::from_settings(&settings));
+    let gate = Gate::new(Limits::from_settings(&settings)).map_err(Error::Limits)?;
     let window = settings
         .ordered
         .then(|| reorder::window(reorder::window_size(settings.concurrency)));

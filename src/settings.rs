@@ -77,6 +77,17 @@ pub struct Settings {
     /// Fetch only the lines of this shard (`--shard K/N`, see docs/scale-out.md); the others
     /// get no record. `None` fetches every line.
     pub shard: Option<Shard>,
+    /// Share every rate quota and host pause with the other processes that use this Redis
+    /// and [`Settings::limits_key`] (`--limits`, see docs/scale-out.md). `None`: limits are
+    /// this process's own.
+    pub limits: Option<LimitsUrl>,
+    /// The shared budget's name: processes with the same name share it (`--limits-key`).
+    pub limits_key: String,
+    /// What to do while Redis cannot be reached mid-run (`--limits-fallback`).
+    pub limits_fallback: LimitsFallback,
+    /// With `--limits-fallback local`: how many processes share the budget; each then keeps
+    /// to its rates divided by this while Redis is away (`--limits-share`).
+    pub limits_share: NonZeroU32,
 }
 
 impl Default for Settings {
@@ -106,6 +117,10 @@ impl Default for Settings {
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
             shard: None,
+            limits: None,
+            limits_key: "fetchall".to_owned(),
+            limits_fallback: LimitsFallback::Wait,
+            limits_share: NonZeroU32::MIN,
         }
     }
 }
@@ -126,7 +141,93 @@ impl Settings {
                 ));
             }
         }
+        if self.limits.is_some() && !cfg!(feature = "redis") {
+            return Err(SettingsError::new(
+                "limits",
+                "this build of fetchall has no Redis support (Cargo feature `redis`)",
+            ));
+        }
+        if self.limits_key.is_empty()
+            || self.limits_key.len() > 200
+            || self.limits_key.chars().any(char::is_control)
+        {
+            return Err(SettingsError::new(
+                "limits-key",
+                "must be 1 to 200 bytes without control characters",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// What fetchall does while the Redis of `--limits` cannot be reached mid-run.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitsFallback {
+    /// Start nothing that a shared quota governs; retry Redis with backoff until it answers
+    /// (the budget is never exceeded).
+    #[default]
+    Wait,
+    /// Go on under local limits: each rate divided by `--limits-share`; back to Redis when
+    /// it answers again.
+    Local,
+}
+
+/// The Redis of `--limits`: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for
+/// TLS. Shown with its password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LimitsUrl(Url);
+
+impl LimitsUrl {
+    /// The URL to connect to (with its credentials).
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl FromStr for LimitsUrl {
+    type Err = String;
+
+    /// The error never quotes the text: it may hold a password.
+    fn from_str(s: &str) -> Result<LimitsUrl, String> {
+        let url = Url::parse(s.trim()).map_err(|e| format!("not a valid Redis URL ({e})"))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(format!(
+                "unsupported scheme `{}` (use redis:// or rediss:// for TLS)",
+                crate::redact::bounded(url.scheme(), 32)
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the Redis URL has no host".to_owned());
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            return Err("the Redis URL's path must be a database number (/0)".to_owned());
+        }
+        Ok(LimitsUrl(url))
+    }
+}
+
+impl fmt::Display for LimitsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::redact::display_url(&self.0))
+    }
+}
+
+impl fmt::Debug for LimitsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LimitsUrl({self})")
     }
 }
 
@@ -208,5 +309,21 @@ mod tests {
         assert_eq!(p.to_string(), "socks5h://u:****@p.test:1080");
         assert_eq!(format!("{p:?}"), "Proxy(socks5h://u:****@p.test:1080)");
         assert!("http://:1/".parse::<Proxy>().is_err());
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_shown_masked() {
+        let u: LimitsUrl = "redis://:hunter2@127.0.0.1:6379/3".parse().unwrap();
+        assert_eq!(u.to_string(), "redis://:****@127.0.0.1:6379/3");
+        assert!(!format!("{u:?}").contains("hunter2"));
+        assert!("rediss://u:p@r.test:6380".parse::<LimitsUrl>().is_ok());
+        for bad in [
+            "http://u:hunter2@r.test/",
+            "redis://u:hunter2@r.test/x",
+            "redis://",
+        ] {
+            let e = bad.parse::<LimitsUrl>().unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 }

@@ -17,7 +17,8 @@ use super::options::is_run_option;
 
 /// Options whose values may hold credentials: their values are never quoted in errors and are
 /// masked by `fetchall config`.
-pub(crate) const SECRET_KEYS: [&str; 5] = ["header", "proxy", "data", "json", "user-agent"];
+pub(crate) const SECRET_KEYS: [&str; 6] =
+    ["header", "proxy", "data", "json", "user-agent", "limits"];
 
 /// A config file, read and split into option values.
 #[derive(Debug, Default, Clone)]

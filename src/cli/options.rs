@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
-    SettingsError, Shard,
+    Body, BodyMode, ByteSize, HumanDuration, LimitsFallback, LimitsUrl, Proxy, Rate,
+    RequestDefaults, RetryPolicy, Settings, SettingsError, Shard,
 };
 use strum::VariantNames;
 
@@ -205,6 +205,35 @@ pub(crate) struct RunArgs {
     /// array); see docs/scale-out.md [default: every line]
     #[arg(long, value_name = "K/N|auto")]
     pub(crate) shard: Option<ShardArg>,
+
+    /// Share every --rate and --per-host-rate quota and every host pause (Retry-After) with
+    /// the other fetchall processes using this Redis and the same --limits-key:
+    /// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS. Concurrency caps stay
+    /// per process. See docs/scale-out.md [default: off, limits are this process's own]
+    #[arg(long, value_name = "URL")]
+    pub(crate) limits: Option<String>,
+
+    /// The shared budget's name: processes with the same --limits and --limits-key share
+    /// their quotas
+    #[arg(long, value_name = "NAME", default_value = D.limits_key.clone())]
+    pub(crate) limits_key: String,
+
+    /// While Redis cannot be reached mid-run: `wait` starts nothing under a shared quota and
+    /// retries Redis with backoff (0.1s doubling to 2s); `local` goes on under local limits,
+    /// each rate divided by --limits-share
+    #[arg(long, value_name = "MODE", default_value_t = D.limits_fallback,
+          value_parser = limits_fallback())]
+    pub(crate) limits_fallback: LimitsFallback,
+
+    /// With --limits-fallback local: how many processes share the budget (each keeps to
+    /// rate / N while Redis is away)
+    #[arg(long, value_name = "N", default_value_t = D.limits_share)]
+    pub(crate) limits_share: NonZeroU32,
+}
+
+/// `--limits-fallback`'s values, from the library's own list.
+fn limits_fallback() -> impl TypedValueParser<Value = LimitsFallback> {
+    PossibleValuesParser::new(LimitsFallback::VARIANTS).try_map(|s| s.parse::<LimitsFallback>())
 }
 
 /// `--shard`: a fixed `K/N`, or `auto` from the job engine's environment.
@@ -372,6 +401,17 @@ impl RunArgs {
             ),
             None => None,
         };
+        s.limits = match &self.limits {
+            // Parsed here, not by clap: clap's message would quote the URL and its password.
+            Some(u) => Some(
+                u.parse::<LimitsUrl>()
+                    .map_err(|e| SettingsError::new("limits", e))?,
+            ),
+            None => None,
+        };
+        s.limits_key = self.limits_key.clone();
+        s.limits_fallback = self.limits_fallback;
+        s.limits_share = self.limits_share;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),

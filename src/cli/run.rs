@@ -35,6 +35,7 @@ pub(crate) async fn run(
         ));
     }
     check_files(file.as_deref(), settings.resume.as_deref(), &outputs)?;
+    fetchall::check_limits(&settings).await?;
     let source = open(file.as_deref()).await.map_err(|e| {
         let name = file.as_deref().unwrap_or(Path::new("-"));
         message(format!("cannot read {}: {e}", name.display()))

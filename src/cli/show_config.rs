@@ -61,6 +61,10 @@ fn mask(key: &str, value: &str) -> String {
             Ok(p) => p.to_string(),
             Err(_) => "****".to_owned(),
         },
+        "limits" => match value.parse::<fetchall::LimitsUrl>() {
+            Ok(u) => u.to_string(),
+            Err(_) => "****".to_owned(),
+        },
         _ => value.to_owned(),
     }
 }
@@ -93,6 +97,10 @@ mod tests {
         assert_eq!(
             mask("proxy", "http://u:pw@p.test:3128"),
             "http://u:****@p.test:3128/"
+        );
+        assert_eq!(
+            mask("limits", "rediss://:hunter2@r.test:6380/1"),
+            "rediss://:****@r.test:6380/1"
         );
     }
 }

@@ -19,8 +19,13 @@
 
 mod driver;
 mod host;
+// Without the `redis` feature no lease is ever made (`Settings::check` refuses `--limits`).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+mod lease;
 mod pushback;
 mod quota;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -31,10 +36,34 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 pub(crate) use self::host::HostKey;
+use self::lease::{LeaseId, LeaseSpec, Reply, Request};
 use self::quota::Quota;
-use self::state::State;
-use crate::settings::Settings;
+use self::state::{Limiter, Sharing, State};
+use crate::settings::{LimitsFallback, LimitsUrl, Settings};
 use crate::units::Rate;
+
+/// Check that the Redis of `--limits` can be used (reached, and runs scripts). Without the
+/// `redis` feature, `Settings::check` has refused `--limits` already.
+#[cfg(feature = "redis")]
+pub(crate) async fn check_shared(url: &LimitsUrl) -> Result<(), String> {
+    shared::check(url).await
+}
+
+/// Without the `redis` feature there is nothing to check (`Settings::check` refused it).
+#[cfg(not(feature = "redis"))]
+pub(crate) async fn check_shared(_url: &LimitsUrl) -> Result<(), String> {
+    Ok(())
+}
+
+/// `--limits`: where the shared budget lives and what to do while it cannot be reached.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct SharedLimits {
+    pub url: LimitsUrl,
+    pub name: String,
+    pub fallback: LimitsFallback,
+    pub share: NonZeroU32,
+}
 
 /// What the gate enforces; built from [`Settings`].
 #[derive(Debug, Clone)]
@@ -48,6 +77,8 @@ pub(crate) struct Limits {
     pub adaptive: bool,
     /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
     pub max_pause: Duration,
+    /// `--limits`: quotas and pauses shared through Redis.
+    pub shared: Option<SharedLimits>,
 }
 
 impl Limits {
@@ -60,6 +91,12 @@ impl Limits {
             burst: s.burst,
             adaptive: s.adaptive,
             max_pause: s.retry.max_wait,
+            shared: s.limits.clone().map(|url| SharedLimits {
+                url,
+                name: s.limits_key.clone(),
+                fallback: s.limits_fallback,
+                share: s.limits_share,
+            }),
         }
     }
 
@@ -81,8 +118,27 @@ pub(crate) struct Gate {
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the driver: a waiter arrived, a slot came back, the gate closed.
+    /// Wakes the driver: a waiter arrived, a slot came back, the gate closed, a lease arrived.
     wake: Notify,
+}
+
+impl Shared {
+    /// A batch of leased cells (or a failure) for lease `id`, from the Redis task.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn lease_reply(&self, id: LeaseId, sent: Instant, reply: Reply) {
+        let mut st = lock(self);
+        let now = Instant::now();
+        let lease = match &id {
+            LeaseId::Global(i) => st.global.get_mut(*i),
+            LeaseId::Host(key, i) => st.hosts.get_mut(key).and_then(|h| h.quotas.get_mut(*i)),
+        };
+        // A host forgotten meanwhile: its cells are dropped (the polite side).
+        if let Some(Limiter::Shared(lease)) = lease {
+            lease.reply(reply, sent, now);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
 }
 
 /// Proof that a request may run: hold it for as long as the request is in flight. Dropping
@@ -134,24 +190,42 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 
 impl Gate {
     /// A gate enforcing `limits`; spawns its driver on the current tokio runtime.
-    pub(crate) fn new(limits: Limits) -> Gate {
-        let global: Vec<Quota> = limits
-            .rates
-            .iter()
-            .map(|r| Quota::new(*r, limits.burst))
-            .collect();
-        for (rate, q) in limits.rates.iter().zip(&global) {
+    pub(crate) fn new(limits: Limits) -> Result<Gate, String> {
+        for rate in &limits.rates {
+            let q = Quota::new(*rate, limits.burst);
             tracing::info!("rate {rate}: burst {}", q.burst());
         }
         for rate in &limits.per_host_rates {
             let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
         }
+        let (requests, served) = tokio::sync::mpsc::unbounded_channel();
+        let sharing = limits.shared.as_ref().map(|s| Sharing {
+            requests: requests.clone(),
+            name: s.name.clone(),
+            local_share: (s.fallback == LimitsFallback::Local).then_some(s.share),
+        });
+        let now = Instant::now();
+        let global: Vec<Limiter> = limits
+            .rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match &sharing {
+                None => Limiter::Local(Quota::new(*r, limits.burst)),
+                Some(sharing) => {
+                    let spec = LeaseSpec::rate(sharing.global_rate_key(*r), None, *r, limits.burst);
+                    sharing.limiter(spec, LeaseId::Global(i), Some(*r), limits.burst, now)
+                }
+            })
+            .collect();
+        drop(requests);
         let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
+        let redis = limits.shared.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 limits,
                 global,
+                sharing,
                 in_flight: 0,
                 hosts: HashMap::new(),
                 ready: VecDeque::new(),
@@ -162,11 +236,14 @@ impl Gate {
             wake: Notify::new(),
         });
         tokio::spawn(driver::drive(Arc::clone(&shared)));
-        Gate {
+        if let Some(redis) = redis {
+            serve_leases(&redis, served, &shared)?;
+        }
+        Ok(Gate {
             shared,
             max_pause,
             adaptive,
-        }
+        })
     }
 
     /// Join the back of `host`'s queue now (so requests of one host start in the order they
@@ -225,6 +302,12 @@ impl Gate {
     pub(crate) fn pause(&self, host: &HostKey, until: Instant) {
         let mut st = lock(&self.shared);
         let now = Instant::now();
+        if let Some(sharing) = &st.sharing {
+            // Every process sharing the budget holds the host too (see `lease`); a pause that
+            // cannot be shared still holds here.
+            let key = sharing.pause_key(host);
+            let _ = sharing.requests.send(Request::Pause { key, until });
+        }
         let h = st.host_mut(host, now);
         if h.paused_until.is_none_or(|p| p < until) {
             h.paused_until = Some(until);
@@ -294,6 +377,33 @@ impl Gate {
     }
 }
 
+/// Start the task that fetches leased cells from Redis for the gate's shared quotas.
+#[cfg(feature = "redis")]
+fn serve_leases(
+    limits: &SharedLimits,
+    requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
+    gate: &Arc<Shared>,
+) -> Result<(), String> {
+    let redis = shared::Redis::new(&limits.url, limits.fallback)?;
+    tokio::spawn(shared::serve(
+        redis,
+        requests,
+        Arc::downgrade(gate),
+        Shared::lease_reply,
+    ));
+    Ok(())
+}
+
+/// Without the `redis` feature `Settings::check` refuses `--limits`: nothing to serve.
+#[cfg(not(feature = "redis"))]
+fn serve_leases(
+    _limits: &SharedLimits,
+    _requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
+    _gate: &Arc<Shared>,
+) -> Result<(), String> {
+    Err("this build of fetchall has no Redis support (Cargo feature `redis`)".to_owned())
+}
+
 impl Gate {
     /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
@@ -342,13 +452,14 @@ mod tests {
             burst: None,
             adaptive: true,
             max_pause: Duration::from_secs(60),
+            shared: None,
         }
     }
 
     /// Ten thousand distinct hosts come and go; once idle, none of them stays in memory.
     #[tokio::test]
     async fn idle_hosts_are_forgotten() {
-        let gate = Gate::new(limits());
+        let gate = Gate::new(limits()).unwrap();
         for i in 0..10_000u32 {
             let url = url::Url::parse(&format!("http://h{i}.test:{}/", 1000 + i % 50)).unwrap();
             let slot = gate.admit(&HostKey::of(&url)).await;
@@ -362,7 +473,7 @@ mod tests {
     /// Waiters of one host queue behind its cap; other hosts pass them.
     #[tokio::test]
     async fn a_capped_host_does_not_block_others() {
-        let gate = Gate::new(limits());
+        let gate = Gate::new(limits()).unwrap();
         let a = HostKey::of(&url::Url::parse("http://a.test/").unwrap());
         let b = HostKey::of(&url::Url::parse("http://b.test/").unwrap());
         let _a1 = gate.admit(&a).await;

@@ -7,12 +7,18 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 use super::host::HostKey;
+use super::lease::{Lease, LeaseId, LeaseSpec, Request};
 use super::pushback::Aimd;
 use super::quota::Quota;
 use super::{Limits, Slot};
+use crate::units::Rate;
 
 /// How often idle hosts are swept out of the host map.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -28,7 +34,7 @@ const SPIN_MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 pub(super) struct State {
     pub(super) limits: Limits,
-    pub(super) global: Vec<Quota>,
+    pub(super) global: Vec<Limiter>,
     pub(super) in_flight: usize,
     /// Boxed so the table itself stays small when it grows and shrinks with host churn.
     pub(super) hosts: HashMap<HostKey, Box<Host>>,
@@ -38,10 +44,117 @@ pub(super) struct State {
     pub(super) timed: BinaryHeap<Reverse<(Instant, bool, HostKey)>>,
     pub(super) last_sweep: Instant,
     pub(super) closed: bool,
+    /// With `--limits`: how per-host quotas and pauses are shared.
+    pub(super) sharing: Option<Sharing>,
+}
+
+/// How a host's quotas are built with `--limits` (see `lease`).
+pub(super) struct Sharing {
+    /// The Redis task's queue.
+    pub(super) requests: UnboundedSender<Request>,
+    /// `--limits-key`: the budget's name, in every Redis key of it.
+    pub(super) name: String,
+    /// `--limits-fallback local`: rates are divided by this while Redis is away.
+    pub(super) local_share: Option<NonZeroU32>,
+}
+
+impl Sharing {
+    /// The Redis key of `host`'s shared pause. The `{...}` hash tag keeps a host's keys in one
+    /// Redis Cluster slot (one script touches them together), and spreads hosts over slots.
+    pub(super) fn pause_key(&self, host: &HostKey) -> String {
+        format!("fetchall:{{{}|{host}}}:pause", self.name)
+    }
+
+    /// The Redis key of `host`'s shared quota of `rate`.
+    fn host_rate_key(&self, host: &HostKey, rate: Rate) -> String {
+        format!("fetchall:{{{}|{host}}}:rate:{rate}", self.name)
+    }
+
+    /// The Redis key of the global shared quota of `rate`.
+    pub(super) fn global_rate_key(&self, rate: Rate) -> String {
+        format!("fetchall:{{{}}}:rate:{rate}", self.name)
+    }
+
+    /// A quota shared through Redis, with its local fallback.
+    pub(super) fn limiter(
+        &self,
+        spec: LeaseSpec,
+        id: LeaseId,
+        rate: Option<Rate>,
+        burst: Option<NonZeroU32>,
+        now: Instant,
+    ) -> Limiter {
+        let fallback = match (self.local_share, rate) {
+            (Some(share), Some(rate)) => Some(Quota::scheduled(
+                rate.interval().saturating_mul(share.get()),
+                burst,
+                None,
+            )),
+            _ => None,
+        };
+        Limiter::Shared(Lease::new(
+            Arc::new(spec),
+            id,
+            self.requests.clone(),
+            fallback,
+            now,
+        ))
+    }
+}
+
+/// A rate quota of the gate: this process's own (governor), or shared through Redis.
+pub(super) enum Limiter {
+    Local(Quota),
+    Shared(Lease),
+}
+
+/// A quota the gate can peek and take from: a [`Limiter`] or the adaptive quota.
+pub(super) trait Cells {
+    /// `Err((when, precise))`: not before `when`, and whether that wait must be precise.
+    fn peek_at(&self, now: Instant) -> Result<(), (Instant, bool)>;
+    fn take_at(&mut self, now: Instant) -> Result<(), Instant>;
+}
+
+impl Cells for Quota {
+    fn peek_at(&self, _now: Instant) -> Result<(), (Instant, bool)> {
+        self.peek().map_err(|w| {
+            let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
+            (w.until, precise)
+        })
+    }
+
+    fn take_at(&mut self, _now: Instant) -> Result<(), Instant> {
+        self.take().map_err(|w| w.until)
+    }
+}
+
+impl Cells for Limiter {
+    fn peek_at(&self, now: Instant) -> Result<(), (Instant, bool)> {
+        match self {
+            Limiter::Local(q) => q.peek_at(now),
+            Limiter::Shared(l) => l.peek(now).map_err(|at| (at, false)),
+        }
+    }
+
+    fn take_at(&mut self, now: Instant) -> Result<(), Instant> {
+        match self {
+            Limiter::Local(q) => q.take_at(now),
+            Limiter::Shared(l) => l.take(now),
+        }
+    }
+}
+
+impl Limiter {
+    pub(super) fn is_full(&self) -> bool {
+        match self {
+            Limiter::Local(q) => q.is_full(),
+            Limiter::Shared(l) => l.is_full(),
+        }
+    }
 }
 
 pub(super) struct Host {
-    pub(super) quotas: Vec<Quota>,
+    pub(super) quotas: Vec<Limiter>,
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     pub(super) aimd: Option<Aimd>,
     pub(super) adaptive_quota: Option<Quota>,
@@ -61,11 +174,8 @@ impl Host {
             && self.in_flight == 0
             && !self.queued
             && self.paused_until.is_none_or(|p| p <= now)
-            && self
-                .quotas
-                .iter()
-                .chain(&self.adaptive_quota)
-                .all(Quota::is_full)
+            && self.quotas.iter().all(Limiter::is_full)
+            && self.adaptive_quota.iter().all(Quota::is_full)
     }
 }
 
@@ -77,7 +187,13 @@ pub(super) struct Grant {
 
 impl State {
     pub(super) fn host_mut(&mut self, key: &HostKey, now: Instant) -> &mut Host {
-        host_entry(&mut self.hosts, &self.limits, key, now)
+        host_entry(
+            &mut self.hosts,
+            &self.limits,
+            self.sharing.as_ref(),
+            key,
+            now,
+        )
     }
 
     pub(super) fn release(&mut self, key: &HostKey) {
@@ -104,27 +220,29 @@ impl State {
     pub(super) fn start_at_once(&mut self, key: &HostKey, now: Instant) -> Option<Instant> {
         if !self.ready.is_empty()
             || self.in_flight >= self.limits.concurrency.get()
-            || not_ready(self.global.iter()).is_some()
+            || not_ready(cells(&self.global, None), now).is_some()
         {
             return None;
         }
         let cap = self.limits.per_host_concurrency;
         // Not `host_mut`: the global quotas are taken below while `h` is held.
-        let h = host_entry(&mut self.hosts, &self.limits, key, now);
+        let h = host_entry(
+            &mut self.hosts,
+            &self.limits,
+            self.sharing.as_ref(),
+            key,
+            now,
+        );
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
             && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(h.quotas.iter().chain(&h.adaptive_quota)).is_none();
+            && not_ready(cells(&h.quotas, h.adaptive_quota.as_ref()), now).is_none();
         if !free {
             return None;
         }
-        let quotas = self
-            .global
-            .iter_mut()
-            .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
-        if take_all(quotas).is_err() {
+        let quotas = cells_mut(&mut self.global, &mut h.quotas, h.adaptive_quota.as_mut());
+        if take_all(quotas, now).is_err() {
             // Then it waits in the queue like any other request.
             return None;
         }
@@ -155,7 +273,7 @@ impl State {
             if self.in_flight >= self.limits.concurrency.get() {
                 break;
             }
-            if let Some(wait) = not_ready(self.global.iter()) {
+            if let Some(wait) = not_ready(cells(&self.global, None), now) {
                 global_wait = Some(wait);
                 break;
             }
@@ -204,18 +322,14 @@ impl State {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
-        if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
+        if let Some((at, precise)) = not_ready(cells(&h.quotas, h.adaptive_quota.as_ref()), now) {
             h.queued = true;
             self.timed.push(Reverse((at, precise, key)));
             return;
         }
         // Everything accepts: take every cell, at once.
-        let quotas = self
-            .global
-            .iter_mut()
-            .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
-        if let Err(at) = take_all(quotas) {
+        let quotas = cells_mut(&mut self.global, &mut h.quotas, h.adaptive_quota.as_mut());
+        if let Err(at) = take_all(quotas, now) {
             h.queued = true;
             self.timed.push(Reverse((at, false, key)));
             return;
@@ -270,20 +384,43 @@ impl State {
     }
 }
 
-/// `key`'s state, made fresh if the host is new (or was forgotten).
+/// `key`'s state, made fresh if the host is new (or was forgotten). With `--limits`, its
+/// quotas are leases of shared quotas (or, with no per-host rate, a lease that only watches for
+/// a pause another process set).
 pub(super) fn host_entry<'a>(
     hosts: &'a mut HashMap<HostKey, Box<Host>>,
     limits: &Limits,
+    sharing: Option<&Sharing>,
     key: &HostKey,
     now: Instant,
 ) -> &'a mut Host {
     hosts.entry(key.clone()).or_insert_with(|| {
-        Box::new(Host {
-            quotas: limits
+        let quotas = match sharing {
+            None => limits
                 .per_host_rates
                 .iter()
-                .map(|r| Quota::new(*r, limits.burst))
+                .map(|r| Limiter::Local(Quota::new(*r, limits.burst)))
                 .collect(),
+            Some(sharing) if limits.per_host_rates.is_empty() => {
+                let spec = LeaseSpec::pause_watch(sharing.pause_key(key));
+                let id = LeaseId::Host(key.clone(), 0);
+                vec![sharing.limiter(spec, id, None, limits.burst, now)]
+            }
+            Some(sharing) => limits
+                .per_host_rates
+                .iter()
+                .enumerate()
+                .map(|(i, rate)| {
+                    let redis_key = sharing.host_rate_key(key, *rate);
+                    let pause = Some(sharing.pause_key(key));
+                    let spec = LeaseSpec::rate(redis_key, pause, *rate, limits.burst);
+                    let id = LeaseId::Host(key.clone(), i);
+                    sharing.limiter(spec, id, Some(*rate), limits.burst, now)
+                })
+                .collect(),
+        };
+        Box::new(Host {
+            quotas,
             aimd: limits
                 .adaptive
                 .then(|| Aimd::new(limits.adaptive_ceiling())),
@@ -297,18 +434,39 @@ pub(super) fn host_entry<'a>(
     })
 }
 
+/// The quotas of `limiters` and the adaptive one, as [`Cells`].
+fn cells<'a>(
+    limiters: &'a [Limiter],
+    adaptive: Option<&'a Quota>,
+) -> impl Iterator<Item = &'a dyn Cells> {
+    let limiters = limiters.iter().map(|l| l as &dyn Cells);
+    limiters.chain(adaptive.map(|q| q as &dyn Cells))
+}
+
+/// The global quotas, the host's and its adaptive one, to take a cell from each.
+fn cells_mut<'a>(
+    global: &'a mut [Limiter],
+    host: &'a mut [Limiter],
+    adaptive: Option<&'a mut Quota>,
+) -> impl Iterator<Item = &'a mut dyn Cells> {
+    let limiters = global.iter_mut().chain(host).map(|l| l as &mut dyn Cells);
+    limiters.chain(adaptive.map(|q| q as &mut dyn Cells))
+}
+
 /// When every quota in `quotas` accepts now (each is peeked): `None`; otherwise the first
 /// instant they all would (the latest of their ready times), and whether waiting for it must
 /// be precise (the quota that decides it has no tolerance for a late wake-up).
-fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<(Instant, bool)> {
+fn not_ready<'a>(
+    quotas: impl Iterator<Item = &'a dyn Cells>,
+    now: Instant,
+) -> Option<(Instant, bool)> {
     let mut wait: Option<(Instant, bool)> = None;
     for q in quotas {
-        let Err(w) = q.peek() else {
+        let Err((until, precise)) = q.peek_at(now) else {
             continue;
         };
-        let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
-        if wait.is_none_or(|(at, _)| w.until > at) {
-            wait = Some((w.until, precise));
+        if wait.is_none_or(|(at, _)| until > at) {
+            wait = Some((until, precise));
         }
     }
     wait
@@ -318,11 +476,14 @@ fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<(Instant, bo
 /// refuse after a yes (time only moves forward, and nothing else took a cell in between: the
 /// gate's lock is held), but if one does, the rest are not taken and the caller gets when to
 /// look again; the cells already taken are lost, which errs on the polite side.
-fn take_all<'a>(quotas: impl Iterator<Item = &'a mut Quota>) -> Result<(), Instant> {
+fn take_all<'a>(
+    quotas: impl Iterator<Item = &'a mut dyn Cells>,
+    now: Instant,
+) -> Result<(), Instant> {
     for q in quotas {
-        if let Err(w) = q.take() {
+        if let Err(until) = q.take_at(now) {
             tracing::warn!("a rate quota refused a cell it had just accepted");
-            return Err(w.until);
+            return Err(until);
         }
     }
     Ok(())

@@ -1,0 +1,360 @@
+//! A shared quota as the gate sees it: cells leased from Redis, held locally for a moment.
+//!
+//! The gate decides synchronously, under its lock, whether a request may start; a shared
+//! quota lives in Redis, behind a round trip. So the gate never asks Redis itself: each shared
+//! quota (one per global `--rate`, one per `--per-host-rate` per host, and one per host that
+//! only watches for shared pauses) is a [`Lease`] of cells that a Redis task fetched before the
+//! gate needs them. Peeking a lease with cells says yes; taking one spends a cell; peeking an
+//! empty lease asks the task (through a channel, without waiting) for a batch and says "look
+//! again soon". When the batch arrives the task puts it in the lease and wakes the driver.
+//!
+//! The window bound (docs/scale-out.md): Redis grants cells by GCRA with a burst lowered by
+//! the cells one lease can span (`ceil(rate * LEASE_FOR)`), and a leased cell not spent within
+//! [`LEASE_FOR`] of the request that fetched it is dropped (unused cells err on the polite
+//! side), so the starts of all processes together keep to `burst + rate * W` in any window W.
+//!
+//! While Redis cannot be reached, a lease has no cells: with `--limits-fallback wait` the
+//! gate waits (the task retries with backoff), with `local` the lease answers from a local
+//! quota at the rate divided by `--limits-share`. This module does not talk to Redis (that is
+//! `shared`).
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::host::HostKey;
+use super::quota::{Quota, auto_burst};
+use crate::units::Rate;
+
+/// How long leased cells may be held before they are spent or dropped.
+pub(super) const LEASE_FOR: Duration = Duration::from_millis(10);
+/// Most cells asked for in one round trip.
+const MAX_BATCH: u32 = 100;
+/// How long a pause-only lease (no shared rate, only shared pauses) lasts: a pause set by
+/// another process is seen within this.
+const PAUSE_WATCH_FOR: Duration = Duration::from_millis(250);
+/// Cells a pause-only lease hands out per round trip.
+const PAUSE_WATCH_BATCH: u32 = 1000;
+/// How soon the gate looks again at a lease whose batch is on its way.
+const POLL: Duration = Duration::from_millis(1);
+/// Backoff after a failed round trip: from this, doubling, up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What one shared quota is in Redis: fixed for the run.
+#[derive(Debug)]
+pub(super) struct LeaseSpec {
+    /// The Redis key of the quota's GCRA state (its TAT).
+    pub key: String,
+    /// The Redis key of the host's shared pause, for per-host leases.
+    pub pause_key: Option<String>,
+    /// The emission interval; zero for a pause-only lease (no rate).
+    pub interval: Duration,
+    /// GCRA tolerance in Redis, `(burst_redis - 1) * interval`.
+    pub tolerance: Duration,
+    /// Cells asked for per round trip.
+    pub batch: u32,
+    /// How long a batch may be held.
+    pub hold: Duration,
+}
+
+impl LeaseSpec {
+    /// A shared rate quota: Redis's burst is the local one less the cells a lease can span,
+    /// so that holding them cannot push the starts past `burst + rate * W`.
+    pub(super) fn rate(
+        key: String,
+        pause_key: Option<String>,
+        rate: Rate,
+        burst: Option<std::num::NonZeroU32>,
+    ) -> LeaseSpec {
+        let interval = rate.interval().max(Duration::from_nanos(1));
+        let burst = burst.unwrap_or_else(|| auto_burst(interval)).get();
+        let span =
+            u32::try_from(LEASE_FOR.as_nanos().div_ceil(interval.as_nanos())).unwrap_or(u32::MAX);
+        let redis_burst = if burst > span { burst - span } else { burst };
+        LeaseSpec {
+            key,
+            pause_key,
+            interval,
+            tolerance: interval * (redis_burst - 1),
+            batch: span.min(redis_burst).clamp(1, MAX_BATCH),
+            hold: LEASE_FOR,
+        }
+    }
+
+    /// A lease that only watches the host's shared pause: no rate, large batches.
+    pub(super) fn pause_watch(pause_key: String) -> LeaseSpec {
+        LeaseSpec {
+            key: String::new(),
+            pause_key: Some(pause_key),
+            interval: Duration::ZERO,
+            tolerance: Duration::ZERO,
+            batch: PAUSE_WATCH_BATCH,
+            hold: PAUSE_WATCH_FOR,
+        }
+    }
+}
+
+/// Which lease a batch is for: a global quota, or a quota of a host (by index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LeaseId {
+    Global(usize),
+    Host(HostKey, usize),
+}
+
+/// Work for the Redis task.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// Fetch a batch of cells for a lease.
+    Cells {
+        id: LeaseId,
+        spec: Arc<LeaseSpec>,
+        sent: Instant,
+    },
+    /// Pause a host for every process (a `Retry-After`).
+    Pause { key: String, until: Instant },
+}
+
+/// What came back for a batch.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reply {
+    /// `cells` granted (maybe 0); the next cell conforms `wait` from now (Redis's clock).
+    Granted { cells: u32, wait: Duration },
+    /// Redis could not be reached or refused the script.
+    Failed,
+}
+
+/// Leased cells of one shared quota.
+#[derive(Debug)]
+pub(super) struct Lease {
+    spec: Arc<LeaseSpec>,
+    id: LeaseId,
+    requests: UnboundedSender<Request>,
+    cells: u32,
+    expires: Instant,
+    /// A batch is on its way (a `Cell`: a peek under the gate's lock sets it).
+    fetching: Cell<bool>,
+    /// Redis said wait until then (a pause, or no cell free), or a backoff after a failure.
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// With `--limits-fallback local`: the local quota used while Redis is away.
+    fallback: Option<Quota>,
+}
+
+impl Lease {
+    pub(super) fn new(
+        spec: Arc<LeaseSpec>,
+        id: LeaseId,
+        requests: UnboundedSender<Request>,
+        fallback: Option<Quota>,
+        now: Instant,
+    ) -> Lease {
+        Lease {
+            spec,
+            id,
+            requests,
+            cells: 0,
+            expires: now,
+            fetching: Cell::new(false),
+            retry_at: None,
+            failures: 0,
+            fallback,
+        }
+    }
+
+    fn down(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// A pause-only lease while Redis is away: pauses set by other processes cannot be seen
+    /// (this process's own still hold), and nothing else is held up for it.
+    fn watch_unavailable(&self) -> bool {
+        self.spec.interval.is_zero() && self.down()
+    }
+
+    /// Would a cell be granted now? `Err(when)`: look again then (a batch is asked for when
+    /// none is on its way).
+    pub(super) fn peek(&self, now: Instant) -> Result<(), Instant> {
+        if self.cells > 0 && self.expires > now || self.watch_unavailable() {
+            return Ok(());
+        }
+        let fallback = self.fallback.as_ref().filter(|_| self.down());
+        let next = self.ask(now);
+        match fallback {
+            Some(q) => q.peek().map_err(|w| w.until.min(next)),
+            None => Err(next),
+        }
+    }
+
+    /// Ask for a batch unless one is on its way or Redis said to wait; when to look again.
+    fn ask(&self, now: Instant) -> Instant {
+        if self.fetching.get() {
+            return now + POLL;
+        }
+        if let Some(at) = self.retry_at.filter(|at| *at > now) {
+            return at;
+        }
+        let sent = self.requests.send(Request::Cells {
+            id: self.id.clone(),
+            spec: Arc::clone(&self.spec),
+            sent: now,
+        });
+        // The task ends only with the gate; a lease that cannot ask waits for its backoff.
+        if sent.is_ok() {
+            self.fetching.set(true);
+            now + POLL
+        } else {
+            now + MAX_BACKOFF
+        }
+    }
+
+    /// Spend a cell (after a yes from [`Lease::peek`]).
+    pub(super) fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        if self.watch_unavailable() {
+            // Asking again now and then tells when Redis is back.
+            let _ = self.ask(now);
+            return Ok(());
+        }
+        if self.cells > 0 && self.expires > now {
+            self.cells -= 1;
+            return Ok(());
+        }
+        match self.fallback.as_mut().filter(|_| self.failures > 0) {
+            Some(q) => q.take().map_err(|w| w.until),
+            None => Err(now + POLL),
+        }
+    }
+
+    /// Nothing held and nothing on its way: dropping it loses nothing but unspent cells.
+    pub(super) fn is_full(&self) -> bool {
+        !self.fetching.get() && self.retry_at.is_none_or(|at| at <= Instant::now())
+    }
+
+    /// A batch came back for the request sent at `sent`. Returns whether Redis is back after
+    /// failures (for the one log line).
+    pub(super) fn reply(&mut self, reply: Reply, sent: Instant, now: Instant) -> bool {
+        self.fetching.set(false);
+        match reply {
+            Reply::Granted { cells, wait } => {
+                let back = self.down();
+                self.failures = 0;
+                // Held from when it was asked for, so the hold never outlasts its bound; a
+                // slow round trip still leaves a moment to spend the batch.
+                self.cells = cells;
+                self.expires = (sent + self.spec.hold).max(now + POLL);
+                self.retry_at = (cells == 0).then(|| now + wait.max(POLL / 2));
+                back
+            }
+            Reply::Failed => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = MIN_BACKOFF
+                    .saturating_mul(1 << self.failures.min(8).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                self.cells = 0;
+                self.retry_at = Some(now + backoff);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rate: &str) -> LeaseSpec {
+        LeaseSpec::rate("k".into(), None, rate.parse().unwrap(), None)
+    }
+
+    /// Redis's burst leaves room for the cells a lease can hold: at 400/s (auto burst 9,
+    /// a 10 ms lease spans 4 cells) Redis grants bursts of 5, in batches of 4; at 5000/s,
+    /// 51 in batches of 50; below 100/s one cell at a time.
+    #[test]
+    fn batches_and_redis_burst_keep_the_window_bound() {
+        let s = spec("400/s");
+        assert_eq!((s.batch, s.tolerance), (4, Duration::from_micros(2500) * 4));
+        let s = spec("5000/s");
+        assert_eq!(
+            (s.batch, s.tolerance),
+            (50, Duration::from_micros(200) * 50)
+        );
+        let s = spec("20/s");
+        assert_eq!((s.batch, s.tolerance), (1, Duration::ZERO));
+    }
+
+    #[test]
+    fn an_empty_lease_asks_once_and_spends_what_arrives() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut lease = Lease::new(Arc::new(spec("400/s")), LeaseId::Global(0), tx, None, now);
+        assert!(lease.peek(now).is_err());
+        assert!(lease.peek(now).is_err());
+        assert!(matches!(rx.try_recv(), Ok(Request::Cells { .. })));
+        assert!(rx.try_recv().is_err(), "one request on its way at a time");
+        lease.reply(
+            Reply::Granted {
+                cells: 2,
+                wait: Duration::ZERO,
+            },
+            now,
+            now,
+        );
+        for _ in 0..2 {
+            lease.peek(now).unwrap();
+            lease.take(now).unwrap();
+        }
+        assert!(lease.peek(now).is_err());
+        // Cells not spent within the hold are gone.
+        lease.reply(
+            Reply::Granted {
+                cells: 3,
+                wait: Duration::ZERO,
+            },
+            now,
+            now,
+        );
+        assert!(lease.peek(now + LEASE_FOR).is_err());
+    }
+
+    #[test]
+    fn while_redis_is_away_wait_backs_off_and_local_uses_the_fallback() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut wait = Lease::new(
+            Arc::new(spec("20/s")),
+            LeaseId::Global(0),
+            tx.clone(),
+            None,
+            now,
+        );
+        let _ = wait.peek(now);
+        wait.reply(Reply::Failed, now, now);
+        assert_eq!(wait.peek(now), Err(now + MIN_BACKOFF));
+        let fallback = Quota::new("10/s".parse().unwrap(), None);
+        let mut local = Lease::new(
+            Arc::new(spec("20/s")),
+            LeaseId::Global(0),
+            tx,
+            Some(fallback),
+            now,
+        );
+        let _ = local.peek(now);
+        assert!(!local.reply(Reply::Failed, now, now));
+        local.peek(now).unwrap();
+        local.take(now).unwrap();
+        assert!(
+            local.peek(now).is_err(),
+            "the local quota of 10/s has a burst of 1"
+        );
+        assert!(local.reply(
+            Reply::Granted {
+                cells: 1,
+                wait: Duration::ZERO
+            },
+            now,
+            now
+        ));
+    }
+}

@@ -1,0 +1,106 @@
+//! A real `redis-server` for the shared-limits tests: started on a free loopback port in a
+//! temp dir (no persistence), stopped (killed) when dropped. It can be killed and started
+//! again on the same port mid-test.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::require_tool;
+
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A fresh redis-server; `None` (after saying why) when it is not installed and CI is not
+    /// set. Under CI a missing redis-server fails the test.
+    pub fn start(password: Option<&str>) -> Option<RedisServer> {
+        if !require_tool("redis-server", "--version") {
+            return None;
+        }
+        let port = crate::server::refused_port();
+        let mut server = RedisServer {
+            port,
+            password: password.map(str::to_owned),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// Kill the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it (again) on its port, and wait until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server starts"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let hello = match &self.password {
+            Some(p) => format!("AUTH {p}\r\nPING\r\n"),
+            None => "PING\r\n".to_owned(),
+        };
+        if s.write_all(hello.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("PONG") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
