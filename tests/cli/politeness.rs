@@ -200,7 +200,7 @@ fn per_host_concurrency_caps_each_host_and_others_pass() {
 
 /// A test server that pushes back: `/limit/{n}/{retry_after}` answers 429 to its first `n`
 /// requests (with `Retry-After: retry_after` unless it is `none`), 200 after that.
-struct Pushy {
+pub(crate) struct Pushy {
     addr: SocketAddr,
     state: Arc<PushyState>,
 }
@@ -212,7 +212,7 @@ struct PushyState {
 }
 
 impl Pushy {
-    fn start() -> Pushy {
+    pub(crate) fn start() -> Pushy {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -233,11 +233,11 @@ impl Pushy {
         Pushy { addr, state }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    fn arrivals(&self) -> Vec<Instant> {
+    pub(crate) fn arrivals(&self) -> Vec<Instant> {
         let mut v = self.state.arrivals.lock().unwrap().clone();
         v.sort();
         v

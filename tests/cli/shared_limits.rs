@@ -34,45 +34,48 @@ fn urls(server: &Server, tag: &str, n: usize) -> String {
         .collect()
 }
 
-/// Three processes with `--rate 20/s` sharing one budget: the server sees at most
-/// `burst + 20*W` (+1, see docs/scale-out.md: below 100/s a lease may span a fraction of a
-/// cell) requests in any window W, not three times that; every line has its record.
+/// Three processes with `--rate 20/s` (then `--per-host-rate 20/s`, all on one host) sharing
+/// one budget: the server sees at most `burst + 20*W` (+1, see docs/scale-out.md: below
+/// 100/s a lease may span a fraction of a cell) requests in any window W, not three times
+/// that; every line has its record.
 #[test]
 fn processes_sharing_a_rate_keep_it_between_them() {
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
-    let server = Server::start_in_background();
     let url = redis.url();
-    let args = [
-        "--rate",
-        "20/s",
-        "--limits",
-        &url,
-        "--limits-key",
-        "shared-test",
-        "--body",
-        "none",
-    ];
-    let children: Vec<Child> = (0..3)
-        .map(|p| spawn(&args, &urls(&server, &format!("p{p}"), 14)))
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
-        let recs = records(&out.stdout);
-        assert_eq!(recs.len(), 14);
-        assert!(recs.iter().all(|r| r["ok"] == true));
-    }
-    let arrivals = server.arrivals("/item/");
-    assert_eq!(arrivals.len(), 42);
-    for w in [0.25, 0.5, 1.0] {
-        let most = max_in_window(&arrivals, Duration::from_secs_f64(w));
-        let bound = 1.0 + 20.0 * w + 1.0;
-        assert!(
-            most as f64 <= bound,
-            "{most} starts in {w}s (bound {bound})"
-        );
+    for flag in ["--rate", "--per-host-rate"] {
+        let server = Server::start_in_background();
+        let args = [
+            flag,
+            "20/s",
+            "--limits",
+            &url,
+            "--limits-key",
+            &flag[2..],
+            "--body",
+            "none",
+        ];
+        let children: Vec<Child> = (0..3)
+            .map(|p| spawn(&args, &urls(&server, &format!("p{p}"), 14)))
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            let recs = records(&out.stdout);
+            assert_eq!(recs.len(), 14);
+            assert!(recs.iter().all(|r| r["ok"] == true));
+        }
+        let arrivals = server.arrivals("/item/");
+        assert_eq!(arrivals.len(), 42);
+        for w in [0.25, 0.5, 1.0] {
+            let most = max_in_window(&arrivals, Duration::from_secs_f64(w));
+            let bound = 1.0 + 20.0 * w + 1.0;
+            assert!(
+                most as f64 <= bound,
+                "{flag}: {most} starts in {w}s (bound {bound})"
+            );
+        }
     }
 }
 
@@ -187,4 +190,62 @@ fn unusable_redis_stops_the_run_and_passwords_never_show() {
     let out = run(&["--limits", &wrong], "http://127.0.0.1:9/\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong-pw"));
+}
+
+/// A `429 Retry-After: 2` that one process receives pauses the host for every process sharing
+/// the budget: the other one, started after the 429, makes its first request to that host no
+/// sooner than 2 s after it (less the 100 ms a pause is rounded to), though its own lines
+/// were never refused.
+#[test]
+fn a_host_pause_holds_in_every_process() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let pushy = crate::politeness::Pushy::start();
+    let url = redis.url();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--limits",
+            &url,
+            "--limits-key",
+            "pause-test",
+            "--body",
+            "none",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let first = args(&["--max-retry-wait", "5s"]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let refused = spawn(&first, &(pushy.url("/limit/1/2/0") + "\n"));
+    while pushy.arrivals().is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Give the refused process a moment to share its pause (a round trip to Redis).
+    std::thread::sleep(Duration::from_millis(200));
+    let second = args(&[]);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let input: String = (1..=3)
+        .map(|i| pushy.url(&format!("/limit/0/none/{i}")) + "\n")
+        .collect();
+    let other = spawn(&second, &input);
+    let out = other.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(records(&out.stdout).len(), 3);
+    let out = refused.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let arrivals = pushy.arrivals();
+    assert_eq!(
+        arrivals.len(),
+        5,
+        "the 429, its retry, and 3 lines of the other process"
+    );
+    let paused = arrivals[1].duration_since(arrivals[0]);
+    assert!(
+        paused >= Duration::from_millis(1900),
+        "next request {paused:?} after the 429"
+    );
 }
