@@ -12,6 +12,8 @@ use crate::support::require_tool;
 pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
+    /// With TLS: the certificate (self-signed for 127.0.0.1), which clients must trust.
+    pub tls_cert: Option<std::path::PathBuf>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -27,6 +29,7 @@ impl RedisServer {
         let mut server = RedisServer {
             port,
             password: password.map(str::to_owned),
+            tls_cert: None,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -34,11 +37,38 @@ impl RedisServer {
         Some(server)
     }
 
-    /// `redis://[:PASSWORD@]127.0.0.1:PORT/0`.
+    /// A redis-server that speaks only TLS (`rediss://`), with a self-signed certificate for
+    /// 127.0.0.1 in [`RedisServer::tls_cert`].
+    pub fn start_tls() -> Option<RedisServer> {
+        if !require_tool("redis-server", "--version") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, key.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+        let mut server = RedisServer {
+            port: crate::server::refused_port(),
+            password: None,
+            tls_cert: Some(cert),
+            dir,
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT/0` (`rediss://` with TLS).
     pub fn url(&self) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/0", self.port),
         }
     }
 
@@ -54,8 +84,19 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        match &self.tls_cert {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(cert) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(self.dir.path().join("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(cert)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -75,10 +116,14 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// Whether it answers PING (with TLS: whether it accepts connections).
     fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls_cert.is_some() {
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let hello = match &self.password {
             Some(p) => format!("AUTH {p}\r\nPING\r\n"),

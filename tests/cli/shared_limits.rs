@@ -249,3 +249,24 @@ fn a_host_pause_holds_in_every_process() {
         "next request {paused:?} after the 429"
     );
 }
+
+/// `rediss://`: shared limits over TLS, the server's certificate trusted through
+/// `SSL_CERT_FILE` (the system's roots are used, and that variable adds to them).
+#[test]
+fn rediss_shares_limits_over_tls() {
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let server = Server::start_in_background();
+    let cert = redis.tls_cert.clone().unwrap();
+    let out = crate::support::run_env(
+        &[("SSL_CERT_FILE", cert.to_str().unwrap())],
+        &["--rate", "50/s", "--limits", &redis.url(), "--body", "none"],
+        &urls(&server, "tls", 5),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(records(&out.stdout).len(), 5);
+    // Without trusting its certificate, the run does not start.
+    let out = run(&["--limits", &redis.url()], "http://127.0.0.1:9/\n");
+    assert_eq!(out.status.code(), Some(2));
+}
