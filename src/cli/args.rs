@@ -71,6 +71,9 @@ pub(crate) enum Command {
     /// (then page, round); duplicates and gaps are reported on stderr with exit status 1.
     /// Memory is bounded by the number of files (see docs/scale-out.md)
     Merge {
+        /// Write the merged records to FILE (created or truncated) [default: stdout]
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
         /// Shard outputs, e.g. out-0.jsonl out-1.jsonl ...
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,

@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -195,9 +195,10 @@ fn merge(
     Ok(problems)
 }
 
-/// `fetchall merge FILE...` to stdout: 0 when clean, 1 with duplicates or gaps, 2 when a file
-/// cannot be read or is not an ordered output.
-pub(crate) fn run(files: &[PathBuf]) -> Exit {
+/// `fetchall merge [-o OUT] FILE...` (to stdout without `-o`): 0 when clean, 1 with duplicates
+/// or gaps, 2 when a file cannot be read or is not an ordered output. Every input is opened
+/// before the output is created, and the output may not be one of the inputs.
+pub(crate) fn run(output: Option<&Path>, files: &[PathBuf]) -> Exit {
     let mut sources: Vec<(String, Box<dyn BufRead>)> = Vec::with_capacity(files.len());
     for path in files {
         match std::fs::File::open(path) {
@@ -213,7 +214,30 @@ pub(crate) fn run(files: &[PathBuf]) -> Exit {
             }
         }
     }
-    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let sink: Box<dyn Write> = match output {
+        Some(path) => {
+            if files
+                .iter()
+                .any(|f| same_file::is_same_file(f, path).unwrap_or(false))
+            {
+                let shown = path.display();
+                return report(&Message(format!(
+                    "merge: -o {shown} is one of the inputs; writing would erase it"
+                )));
+            }
+            match std::fs::File::create(path) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    return report(&Message(format!(
+                        "merge: cannot create {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = io::BufWriter::with_capacity(64 * 1024, sink);
     match merge(sources, &mut out, &mut io::stderr()) {
         Ok(p) if p.duplicates == 0 && p.missing == 0 => Exit::Ok,
         Ok(p) => {

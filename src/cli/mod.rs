@@ -53,7 +53,7 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
             Ok(()) => Exit::Ok,
             Err(e) => report(&e),
         },
-        Some(Command::Merge { files }) => merge::run(files),
+        Some(Command::Merge { output, files }) => merge::run(output.as_deref(), files),
         None => fetch(&parsed).await,
     }
 }

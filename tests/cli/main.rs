@@ -3,6 +3,7 @@
 
 mod binary;
 mod cookbook;
+mod deploy;
 mod everyday;
 mod fault_server;
 mod faults;

@@ -110,6 +110,23 @@ fn shards_split_by_host_and_merge_back_in_input_order() {
     let err = String::from_utf8_lossy(&twice.stderr);
     assert!(err.contains("duplicate seq"), "{err}");
     assert_eq!(records(&twice.stdout).len(), total);
+    let all = dir.path().join("all.jsonl");
+    let to_file = fetchall()
+        .arg("merge")
+        .arg("-o")
+        .arg(&all)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(to_file.status.code(), Some(0));
+    assert_eq!(std::fs::read(&all).unwrap(), merged.stdout);
+    let onto_input = fetchall()
+        .args(["merge", "-o"])
+        .arg(&files[0])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(onto_input.status.code(), Some(2));
     let missing = fetchall().arg("merge").args(&files[..3]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("gap: seq"));
