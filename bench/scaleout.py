@@ -102,6 +102,9 @@ def run_procs(argsets, inputs, d, tag):
         out = os.path.join(d, f"{tag}-out-{i}.jsonl"); err = open(os.path.join(d, f"{tag}-err-{i}.txt"), "w")
         procs.append(subprocess.Popen([FETCHALL, *args, "-o", out, inp], stderr=err)); outs.append(out)
     codes = [p.wait() for p in procs]
+    for i, c in enumerate(codes):
+        if c not in (0, 1):
+            raise SystemExit(f"{tag} process {i} exited {c}: " + open(os.path.join(d, f"{tag}-err-{i}.txt")).read())
     recs = [[json.loads(l) for l in open(o)] for o in outs]
     errs = [open(os.path.join(d, f"{tag}-err-{i}.txt")).read() for i in range(len(procs))]
     return codes, recs, errs
@@ -123,13 +126,13 @@ def main():
     srv = Arrivals(HOSTS)
     redis = Redis(d)
     rows = []
-    common = ["--body", "none", "-c", "64", "--retries", "0", "-q"]
+    common = ["--body", "none", "--retries", "0", "-q"]
 
     # 1. 4 shards sharing --rate 400/s over N URLs on 40 hosts.
     n = int(8000 * SCALE)
     urls = "".join(f"http://127.0.0.1:{srv.ports[i % HOSTS]}/u/{i}\n" for i in range(n))
     srv.take(); c0 = redis.evalsha_calls()
-    codes, recs, _ = run_procs([common + ["--ordered", "--shard", f"{k}/4", "--rate", "400/s", "--limits", redis.url, "--limits-key", "s1"] for k in range(4)],
+    codes, recs, _ = run_procs([common + ["-c", "64", "--ordered", "--shard", f"{k}/4", "--rate", "400/s", "--limits", redis.url, "--limits-key", "s1"] for k in range(4)],
                                [urls] * 4, d, "s1")
     log = srv.take(); calls = redis.evalsha_calls() - c0
     mean, worst = rate_stats(log, 400, auto_burst(400))
@@ -145,7 +148,7 @@ def main():
     n = int(800 * SCALE)
     parts = ["".join(f"http://127.0.0.1:{srv.ports[0]}/p/{p}/{i}\n" for i in range(n // 4)) for p in range(4)]
     srv.take(); c0 = redis.evalsha_calls()
-    codes, recs, _ = run_procs([common + ["--per-host-rate", "50/s", "--limits", redis.url, "--limits-key", "s2"]] * 4, parts, d, "s2")
+    codes, recs, _ = run_procs([common + ["-c", "64", "--per-host-rate", "50/s", "--limits", redis.url, "--limits-key", "s2"]] * 4, parts, d, "s2")
     log = srv.take(); calls = redis.evalsha_calls() - c0
     mean, worst = rate_stats(log, 50, auto_burst(50))
     rows.append(("4 processes, one host, shared --per-host-rate 50/s", n, len(log), mean, (mean / 50 - 1) * 100, worst, calls / max(1, len(log)),
@@ -168,8 +171,8 @@ def main():
         srv.take()
         inp = os.path.join(d, f"k-{mode}.txt"); open(inp, "w").write(urls)
         out = os.path.join(d, f"k-{mode}.jsonl"); errf = os.path.join(d, f"k-{mode}.err")
-        p = subprocess.Popen([FETCHALL, *common, "--rate", "200/s", "--limits", redis.url, "--limits-key", "s4" + mode,
-                              "--limits-fallback", mode, "--limits-share", "2", "-v", "-o", out, inp], stderr=open(errf, "w"))
+        p = subprocess.Popen([FETCHALL, "--body", "none", "--retries", "0", "-c", "64", "--rate", "200/s", "--limits", redis.url, "--limits-key", "s4" + mode,
+                              "--limits-fallback", mode, "--limits-share", "2", "-o", out, inp], stderr=open(errf, "w"))
         time.sleep(2); redis.kill(); t_kill = time.monotonic()
         time.sleep(2); t_back = time.monotonic(); redis.start()
         code = p.wait()

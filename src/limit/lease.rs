@@ -73,7 +73,14 @@ impl LeaseSpec {
         let burst = burst.unwrap_or_else(|| auto_burst(interval)).get();
         let span =
             u32::try_from(LEASE_FOR.as_nanos().div_ceil(interval.as_nanos())).unwrap_or(u32::MAX);
-        let redis_burst = if burst > span { burst - span } else { burst };
+        // One cell per round trip (100/s and below): it is fetched for a waiting request and
+        // spent on arrival, so Redis keeps the whole burst to absorb the round trip's lateness
+        // (the bound is then burst + rate * (W + round trip), see docs/rate-limiting.md).
+        let redis_burst = if span > 1 && burst > span {
+            burst - span
+        } else {
+            burst
+        };
         LeaseSpec {
             key,
             pause_key,
@@ -227,9 +234,14 @@ impl Lease {
         }
     }
 
-    /// Nothing held and nothing on its way: dropping it loses nothing but unspent cells.
+    /// Nothing held, nothing on its way, no wait pending: dropping it (with its idle host)
+    /// loses nothing. Held cells keep the host, so a host fetched at a few requests a second
+    /// costs a round trip per batch, not per request.
     pub(super) fn is_full(&self) -> bool {
-        !self.fetching.get() && self.retry_at.is_none_or(|at| at <= Instant::now())
+        let now = Instant::now();
+        !self.fetching.get()
+            && (self.cells == 0 || self.expires <= now)
+            && self.retry_at.is_none_or(|at| at <= now)
     }
 
     /// A batch came back for the request sent at `sent`. Returns whether Redis is back after

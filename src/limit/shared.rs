@@ -58,6 +58,11 @@ return 1
 
 /// How long one round trip may take before it counts as failed.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a (re)connection may take, TLS handshake included; a round trip that has to
+/// reconnect first gets this on top of [`ROUND_TRIP_TIMEOUT`].
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the start-up check may take in all.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection and scripts of one run's shared limits.
 pub(super) struct Redis {
@@ -81,7 +86,7 @@ fn client(url: &LimitsUrl) -> Result<redis::Client, String> {
 /// a run that was asked to share its limits must not start without them.
 pub(crate) async fn check(url: &LimitsUrl) -> Result<(), String> {
     let client = client(url)?;
-    let checked = tokio::time::timeout(Duration::from_secs(5), async {
+    let checked = tokio::time::timeout(CHECK_TIMEOUT, async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
         redis::Script::new(GCRA).load_async(&mut conn).await?;
@@ -91,7 +96,7 @@ pub(crate) async fn check(url: &LimitsUrl) -> Result<(), String> {
     let why = match checked {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer within 5s".to_owned(),
+        Err(_) => format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
     };
     Err(mask_secrets(
         format!(
@@ -106,7 +111,7 @@ impl Redis {
     /// A connection made on first use (the run checked Redis before it started: [`check`]).
     pub(super) fn new(url: &LimitsUrl, fallback: LimitsFallback) -> Result<Redis, String> {
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(ROUND_TRIP_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(ROUND_TRIP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -199,7 +204,8 @@ pub(super) async fn serve<S: Send + Sync + 'static>(
         tokio::spawn(async move {
             match request {
                 Request::Cells { id, spec, sent } => {
-                    let result = tokio::time::timeout(ROUND_TRIP_TIMEOUT, redis.cells(&spec)).await;
+                    let limit = ROUND_TRIP_TIMEOUT + CONNECT_TIMEOUT;
+                    let result = tokio::time::timeout(limit, redis.cells(&spec)).await;
                     let reply = match result {
                         Ok(Ok((cells, wait))) => {
                             redis.note(Ok(()));
@@ -212,7 +218,7 @@ pub(super) async fn serve<S: Send + Sync + 'static>(
                         Err(_) => {
                             let e = redis::RedisError::from(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
-                                "no answer within 1s",
+                                "no answer in time",
                             ));
                             redis.note(Err(&e));
                             Reply::Failed
