@@ -215,4 +215,56 @@ mod tests {
         assert_eq!(origins["concurrency"], "flag");
         assert_eq!(origins["timeout"], "default");
     }
+
+    fn with_config(text: &str, args: &[&str]) -> Result<Parsed, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut argv: Vec<OsString> = vec!["fetchall".into(), "--config".into(), path.into()];
+        argv.extend(args.iter().map(OsString::from));
+        parse_from(argv)
+    }
+
+    #[test]
+    fn config_file_values_sit_under_flags_and_keep_their_origin() {
+        let text =
+            "concurrency = 3\nrate = [\"1/s\", \"2.5/m\"]\ninsecure = \"yes\"\nretry-500 = true\n";
+        let p = with_config(text, &["-c", "9"]).unwrap();
+        assert_eq!(p.cli.options.concurrency.get(), 9, "the flag wins");
+        assert_eq!(p.cli.options.rate.len(), 2);
+        assert!(p.cli.options.insecure && p.cli.options.retry_500);
+        let origins = origins(&p);
+        assert_eq!(origins["concurrency"], "flag");
+        assert_eq!(origins["rate"], "config file");
+        assert_eq!(origins["insecure"], "config file");
+        assert_eq!(origins["timeout"], "default");
+    }
+
+    #[test]
+    fn config_file_errors_name_the_key_and_never_quote_a_credential() {
+        let e = with_config("concurency = 2\n", &[]).unwrap_err();
+        assert!(e.contains("unknown key `concurency`"), "{e}");
+        let e = with_config("concurrency = \"many\"\n", &[]).unwrap_err();
+        assert!(e.contains("`concurrency`"), "{e}");
+        // Values are checked when the settings are resolved; no message quotes them.
+        let p = with_config("header = \"Authorization: Bearer s3cret\\u0001\"\n", &[]).unwrap();
+        let e = p.cli.options.resolve().unwrap_err().to_string();
+        assert!(e.contains("--header") && !e.contains("s3cret"), "{e}");
+        let p = with_config("proxy = \"sock5://u:s3cret@p.test:1\"\n", &[]).unwrap();
+        let e = p.cli.options.resolve().unwrap_err().to_string();
+        assert!(e.contains("--proxy") && !e.contains("s3cret"), "{e}");
+        let e = with_config(
+            "header = \"Authorization: Bearer s3cret\nconcurrency = 2\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("not valid TOML at line 1") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = with_config("rate = [[\"1/s\"]]\n", &[]).unwrap_err();
+        assert!(e.contains("`rate`"), "{e}");
+        let e = with_config("concurrency = [1, 2]\n", &[]).unwrap_err();
+        assert!(e.contains("takes one value"), "{e}");
+    }
 }

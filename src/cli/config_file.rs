@@ -123,7 +123,7 @@ fn check(cmd: &Command, key: &str, texts: &[String]) -> Result<(), String> {
         if takes_value {
             argv.push(format!("--{key}={t}"));
         } else {
-            // A switch (`retry-500 = true`): present or absent.
+            // A switch that takes no value (`retry-500 = true`): present or absent.
             match t.as_str() {
                 "true" => argv.push(format!("--{key}")),
                 "false" => {}

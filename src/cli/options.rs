@@ -108,7 +108,7 @@ pub(crate) struct RunArgs {
 
     /// Do not verify TLS certificates: accept self-signed, expired or wrong-name certificates
     /// (warns on stderr)
-    #[arg(short = 'k', long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(short = 'k', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.insecure, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) insecure: bool,
@@ -145,7 +145,7 @@ pub(crate) struct RunArgs {
     pub(crate) proxy: Option<String>,
 
     /// Add the response headers to each record ("headers": {name: [values]})
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.response_headers, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) headers: bool,
@@ -161,7 +161,7 @@ pub(crate) struct RunArgs {
 
     /// Emit records in input order (a bounded reorder buffer of 2 x concurrency records;
     /// while it is full no new request starts) [default: completion order]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.ordered, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) ordered: bool,
@@ -182,7 +182,7 @@ pub(crate) struct RunArgs {
 
     /// Adapt each host's rate: a 429 halves it, each success raises it by 0.05/s, up to
     /// --per-host-rate (or --rate); records get `host_rate`
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.adaptive, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) adaptive: bool,
