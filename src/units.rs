@@ -70,7 +70,13 @@ impl FromStr for Rate {
         while (count * f64::from(scale)).fract() > 1e-9 && scale < 1000 {
             scale *= 10;
         }
-        let whole = (count * f64::from(scale)).round() as u32;
+        let mut whole = (count * f64::from(scale)).round() as u32;
+        // Canonical form: 10.05/s is 1005 per 100 s however it was rounded to get there, so a
+        // rate printed and parsed again is the same rate.
+        while scale > 1 && whole.is_multiple_of(10) {
+            whole /= 10;
+            scale /= 10;
+        }
         let count = NonZeroU32::new(whole)
             .ok_or_else(|| format!("invalid rate `{s}`: the count must be greater than zero"))?;
         Ok(Rate {
