@@ -51,13 +51,23 @@
 //! # }).unwrap();
 //! ```
 //!
-//! What is public, and why: [`start`], [`start_with_cancel`] and [`Run`] run a pipeline;
-//! [`run`] and [`Run::write_to`] write its records as JSON lines through the one writer (the
-//! binary does this); [`Settings`] and its parts ([`RequestDefaults`], [`Body`],
-//! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`]) configure it, with the parsers a
-//! front end needs to build them from text ([`parse_header`], [`parse_method`], the units'
-//! `FromStr`); [`Record`] and its parts describe each line; [`Error`] and [`SettingsError`]
-//! stop a run; [`count_records`] sizes a progress bar. Everything else is private.
+//! What is public, and why:
+//! - [`start`], [`start_with_cancel`] and [`Run`] run a pipeline and hand back its records;
+//!   [`CancellationToken`] stops it.
+//! - [`run`] writes every record as a JSON line to any `Write`; [`Run::write_to`] does the same
+//!   with an observer per record and a [`Writing`] whose [`SinkHandle`] can freeze the output
+//!   between two whole lines before an immediate exit (the binary's second Ctrl-C).
+//! - [`Settings`] and its parts ([`RequestDefaults`], [`Body`], [`RetryPolicy`], [`Proxy`],
+//!   [`BodyMode`], [`Rate`], with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
+//!   a run; the parsers a front end needs to build them from text are public too
+//!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), and
+//!   [`SettingsError::new`] lets it report its own settings the same way.
+//! - [`Record`] and its parts ([`RecordError`], [`ErrorKind`], [`PreviousError`], [`Saved`],
+//!   [`BodyEncoding`]) describe each line; [`Tally`] counts what was written.
+//! - [`Error`] and [`SettingsError`] stop a run; [`count_records`] sizes a progress bar.
+//!
+//! Everything else is private. The public structs and enums are `#[non_exhaustive]`, so new
+//! fields and kinds are not breaking changes.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -93,8 +103,9 @@ pub use crate::record::{
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_with_cancel};
-pub use crate::settings::{Proxy, Settings};
+pub use crate::settings::{MAX_CONCURRENCY, MAX_LOOKAHEAD, Proxy, Settings};
 pub use crate::units::{ByteSize, HumanDuration, Rate};
+pub use bytes::Bytes;
 pub use reqwest::Method;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use tokio_util::sync::CancellationToken;

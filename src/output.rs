@@ -31,6 +31,7 @@ const IDLE_POLLS: u32 = 4;
 
 /// What the writer saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tally {
     /// Records written with `ok: true`.
     pub ok: u64,

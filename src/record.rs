@@ -11,6 +11,7 @@ use serde_json::Value;
 
 /// One line of output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Record {
     /// 0-based index among URL lines (blank and comment lines do not count).
     pub seq: u64,
@@ -64,6 +65,7 @@ pub struct Record {
 
 /// A body written to `--save-dir`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Saved {
     /// The file's path (`--save-dir` joined with the file name).
     pub path: String,
@@ -106,6 +108,7 @@ impl Record {
 
 /// Why a record is not ok.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct RecordError {
     /// The failure class (see `docs/output.md`).
     pub kind: ErrorKind,
@@ -126,7 +129,7 @@ pub(crate) const MAX_PREVIOUS: usize = 4;
 
 impl RecordError {
     /// An error that is not retryable, with no earlier attempts.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RecordError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> RecordError {
         RecordError {
             kind,
             message: message.into(),
@@ -138,6 +141,7 @@ impl RecordError {
 
 /// An earlier attempt's failure, kept in the final record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct PreviousError {
     /// The failure class.
     pub kind: ErrorKind,
@@ -206,6 +210,7 @@ impl ErrorKind {
 /// How `body` holds the response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BodyEncoding {
     /// `body` is the parsed JSON value of the response.
     Json,
@@ -232,6 +237,7 @@ pub enum BodyEncoding {
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
+#[non_exhaustive]
 pub enum BodyMode {
     /// JSON when the response is JSON, text when it is UTF-8, base64 otherwise.
     #[default]

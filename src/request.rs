@@ -48,6 +48,7 @@ impl Request {
 
 /// A request body: raw bytes, or JSON (which sets the content type when none is given).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Body {
     /// Sent as is; a form (`application/x-www-form-urlencoded`) unless a header says
     /// otherwise, as with curl's `-d`.
@@ -91,6 +92,7 @@ pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
 /// The request defaults for every line (curl's `-X`, `-H`, `-d`, `--json`); a spec line
 /// overrides them field by field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestDefaults {
     /// `None`: GET, or POST when there is a body.
     pub method: Option<Method>,

@@ -81,7 +81,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
+    fn file_names_come_from_the_id_and_stay_inside_the_directory() {
         assert_eq!(file_name(3, None), "3");
         assert_eq!(
             file_name(3, Some(&Value::from("user/42.json"))),

@@ -3,8 +3,9 @@
 //! [`Settings`] is what the pipeline takes. Its fields are typed values, never strings to be
 //! parsed later: the binary parses flags, environment and config file once, at the edge, and a
 //! library user builds the struct directly (`Settings::default()`, then set fields). What the
-//! types cannot rule out (a zero timeout, a User-Agent with a line break) is checked by one
-//! function, [`Settings::check`], which `start` calls before it does anything else.
+//! types cannot rule out (a zero timeout, a concurrency no semaphore can hold, a JSON body
+//! that is not JSON) is checked by one function, [`Settings::check`], which `start` calls
+//! before it does anything else.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -20,6 +21,11 @@ use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
 use crate::units::Rate;
+
+/// The most requests in flight a run accepts (`--concurrency`).
+pub const MAX_CONCURRENCY: usize = 1 << 20;
+/// The most jobs a run holds waiting for their host's turn (`--lookahead`).
+pub const MAX_LOOKAHEAD: usize = 1 << 24;
 
 /// Everything a run needs to know, resolved. Build it with `Settings::default()` and set the
 /// fields that differ; `start` checks it (see [`Settings::check`]).
@@ -106,9 +112,37 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Check what the field types cannot: every duration that bounds a wait is above zero.
-    /// The error names the setting.
+    /// Check what the field types cannot: every duration that bounds a wait is above zero,
+    /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
+    /// and a JSON request body is JSON. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
+        if self.concurrency.get() > MAX_CONCURRENCY {
+            return Err(SettingsError::new(
+                "concurrency",
+                format!("at most {MAX_CONCURRENCY} (each request in flight holds a socket)"),
+            ));
+        }
+        if self.lookahead.get() > MAX_LOOKAHEAD {
+            return Err(SettingsError::new(
+                "lookahead",
+                format!("at most {MAX_LOOKAHEAD} held jobs (about 1 KB each)"),
+            ));
+        }
+        for (name, rates) in [
+            ("rate", &self.rates),
+            ("per-host-rate", &self.per_host_rates),
+        ] {
+            if rates.iter().any(|r| r.per.is_zero()) {
+                return Err(SettingsError::new(
+                    name,
+                    "a rate's period must be above zero",
+                ));
+            }
+        }
+        if let Some(crate::request::Body::Json(bytes)) = &self.request.body {
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+                .map_err(|e| SettingsError::new("json", format!("not valid JSON: {e}")))?;
+        }
         for (name, d) in [
             ("timeout", self.timeout),
             ("connect-timeout", self.connect_timeout),
@@ -190,6 +224,19 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(s.check().unwrap_err().setting(), "timeout");
+        let s = Settings {
+            concurrency: NonZeroUsize::new(usize::MAX).unwrap(),
+            ..Settings::default()
+        };
+        assert_eq!(s.check().unwrap_err().setting(), "concurrency");
+        let s = Settings {
+            lookahead: NonZeroUsize::new(usize::MAX).unwrap(),
+            ..Settings::default()
+        };
+        assert_eq!(s.check().unwrap_err().setting(), "lookahead");
+        let mut s = Settings::default();
+        s.request.body = Some(crate::request::Body::Json("{nope".into()));
+        assert_eq!(s.check().unwrap_err().setting(), "json");
     }
 
     #[test]

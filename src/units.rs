@@ -66,9 +66,18 @@ impl FromStr for Rate {
         }
         // Fractional counts (`0.5/s`) become a whole count over a longer period, so the limiter
         // keeps working in integers: 0.5/s == 1 per 2 s, 2.5/s == 5 per 2 s.
+        let off_whole = |scale: u32| {
+            let x = count * f64::from(scale);
+            (x - x.round()).abs() > 1e-6
+        };
         let mut scale = 1u32;
-        while (count * f64::from(scale)).fract() > 1e-9 && scale < 1000 {
+        while off_whole(scale) && scale < 1000 {
             scale *= 10;
+        }
+        if off_whole(scale) {
+            return Err(format!(
+                "invalid rate `{s}`: at most three decimals (e.g. 0.125/s; for slower rates use /m or /h)"
+            ));
         }
         let mut whole = (count * f64::from(scale)).round() as u32;
         // Canonical form: 10.05/s is 1005 per 100 s however it was rounded to get there, so a
@@ -231,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates() {
+    fn rates_parse_as_written_and_refuse_what_is_not_a_rate() {
         let r: Rate = "10/s".parse().unwrap();
         assert_eq!(r.interval(), Duration::from_millis(100));
         let r: Rate = "0.5/s".parse().unwrap();
@@ -247,10 +256,17 @@ mod tests {
         assert!("10".parse::<Rate>().is_err());
         assert!("10/d".parse::<Rate>().is_err());
         assert!("NaN/s".parse::<Rate>().is_err());
+        assert!(
+            "0.0101/s"
+                .parse::<Rate>()
+                .unwrap_err()
+                .contains("three decimals")
+        );
+        assert_eq!("12.346/s".parse::<Rate>().unwrap().to_string(), "12.346/s");
     }
 
     #[test]
-    fn durations_and_sizes() {
+    fn durations_and_sizes_parse_in_human_units() {
         assert_eq!(
             "250ms".parse::<HumanDuration>().unwrap().0,
             Duration::from_millis(250)

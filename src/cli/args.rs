@@ -160,6 +160,30 @@ fn effective(matches: &ArgMatches, file: &ConfigFile) -> Vec<Effective> {
         .collect()
 }
 
+impl Parsed {
+    /// A setting's error as the user can act on it: where the bad value came from (the config
+    /// file, an environment variable, or the flag).
+    pub(crate) fn explain(&self, e: &fetchall::SettingsError) -> String {
+        let origin = self
+            .effective
+            .iter()
+            .find(|x| x.key == e.setting())
+            .map(|x| x.origin.as_str());
+        match (origin, &self.file.path) {
+            (Some("config file"), Some(path)) => format!(
+                "config file {}: `{}`: {}",
+                path.display(),
+                e.setting(),
+                e.message()
+            ),
+            (Some(env), _) if env.starts_with("environment ") => {
+                format!("{e} (from the {env})")
+            }
+            _ => e.to_string(),
+        }
+    }
+}
+
 impl Cli {
     /// The tracing filter the flags ask for (`RUST_LOG`, when set, wins).
     pub(crate) fn log_level(&self) -> &'static str {

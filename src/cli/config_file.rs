@@ -113,24 +113,12 @@ fn check(cmd: &Command, key: &str, texts: &[String]) -> Result<(), String> {
     let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(key)) else {
         return Err(format!("unknown key `{key}`"));
     };
-    let takes_value = arg.get_action().takes_values();
     let repeats = matches!(arg.get_action(), clap::ArgAction::Append);
     if texts.len() != 1 && !repeats {
         return Err(format!("`{key}` takes one value, not a list"));
     }
     let mut argv = vec!["fetchall".to_owned()];
-    for t in texts {
-        if takes_value {
-            argv.push(format!("--{key}={t}"));
-        } else {
-            // A switch that takes no value (`retry-500 = true`): present or absent.
-            match t.as_str() {
-                "true" => argv.push(format!("--{key}")),
-                "false" => {}
-                _ => return Err(format!("`{key}` is true or false")),
-            }
-        }
-    }
+    argv.extend(texts.iter().map(|t| format!("--{key}={t}")));
     cmd.clone()
         .try_get_matches_from(argv)
         .map(drop)

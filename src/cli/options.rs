@@ -85,12 +85,16 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.retry.max_wait))]
     pub(crate) max_retry_wait: HumanDuration,
 
-    /// Also retry 500 Internal Server Error [default: off]
-    #[arg(long)]
+    /// Also retry 500 Internal Server Error
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.retry.retry_500, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     pub(crate) retry_500: bool,
 
-    /// Also retry non-idempotent methods (POST, PATCH) [default: off]
-    #[arg(long)]
+    /// Also retry non-idempotent methods (POST, PATCH)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.retry.non_idempotent, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     pub(crate) retry_non_idempotent: bool,
 
     /// Read-idle timeout: longest wait for the next bytes of a response
@@ -211,7 +215,8 @@ pub(crate) fn with_env_names(cmd: clap::Command) -> clap::Command {
     cmd.mut_args(|arg| match arg.get_long() {
         Some(long) if is_run_option(long) => {
             let name = format!("FETCHALL_{}", long.to_ascii_uppercase().replace('-', "_"));
-            arg.env(name)
+            // `--help` names the variable but never shows its value: it may be a token.
+            arg.env(name).hide_env_values(true)
         }
         _ => arg,
     })
@@ -310,10 +315,10 @@ impl RunArgs {
                 read_arg(d).map_err(|e| SettingsError::new("data", e))?,
             )),
             (None, Some(j)) => {
-                let bytes = read_arg(j).map_err(|e| SettingsError::new("json", e))?;
-                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-                    .map_err(|e| SettingsError::new("json", format!("not valid JSON: {e}")))?;
-                Some(Body::Json(bytes))
+                // Checked to be JSON by Settings::check.
+                Some(Body::Json(
+                    read_arg(j).map_err(|e| SettingsError::new("json", e))?,
+                ))
             }
             (None, None) => None,
         };

@@ -2,7 +2,7 @@
 //! elapsed and ETA.
 //!
 //! The binary shows it only when stderr is a terminal and `-q` is not given; a pipe or a log
-//! file never sees it. The total is unknown at first; for a file input, [`count_url_lines`]
+//! file never sees it. The total is unknown at first; for a file input, `fetchall::count_records`
 //! counts the URL lines on a blocking thread while the run goes on, and the bar gains its total
 //! (and an ETA) when that is done. For stdin the total stays unknown and the line shows a
 //! count without a bar. Log lines (`-v`) go through [`LogWriter`], which takes the line off the

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use fetchall::{Record, Source, Tally};
 
-use super::args::Cli;
+use super::args::Parsed;
 use super::exit::Message;
 use super::options::Outputs;
 use super::progress::Progress;
@@ -24,10 +24,14 @@ use super::summary::Summary;
 /// Run the pipeline as the command line asks, stoppable through `signals`. The tally says
 /// whether every record was ok.
 pub(crate) async fn run(
-    cli: &Cli,
+    parsed: &Parsed,
     signals: &Signals,
 ) -> Result<Tally, Box<dyn std::error::Error + Send + Sync>> {
-    let (settings, outputs) = cli.options.resolve()?;
+    let cli = &parsed.cli;
+    let (settings, outputs) = cli
+        .options
+        .resolve()
+        .map_err(|e| message(parsed.explain(&e)))?;
     let file = cli.file.clone().filter(|p| p.as_os_str() != "-");
     if file.is_none() && io::stdin().is_terminal() {
         return Err(message(

@@ -289,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_bursts() {
+    fn the_automatic_burst_is_1_below_50_per_s_and_20_ms_of_requests_above() {
         let b = |s: &str| Quota::new(rate(s), None).burst().get();
         assert_eq!(b("1/s"), 1);
         assert_eq!(b("10/s"), 1);
@@ -353,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn fresh_and_full() {
+    fn a_fresh_quota_is_full_and_peeking_takes_nothing() {
         let now = Instant::now();
         let clock = Manual::at(now);
         let mut q = manual("10/s", None, &clock);

@@ -16,7 +16,7 @@
 //! its slot back, sleeps the backoff, and passes the gate again (slots and rate quotas), so a
 //! retry is paced like any other request and a sleeping retry never blocks a slot.
 //!
-//! Stopping (see `shutdown`): when `stop` fires, no new job starts (jobs already read but not
+//! Stopping (the binary's `cli/signals.rs` cancels `stop`): when `stop` fires, no new job starts (jobs already read but not
 //! started get no record), a task waiting to retry ends with its last error, and requests in
 //! flight run on until `hard` fires (`--grace` later), which cancels them with a `cancelled`
 //! record. This module does not decide whether to retry (that is `retry`), nor how one attempt
