@@ -80,19 +80,20 @@ mod run;
 mod save;
 mod scheduler;
 mod settings;
+mod state;
 mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
 pub use crate::header::{parse_header, parse_method};
-pub use crate::input::Source;
+pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
-pub use crate::run::{Run, Writing, run, start, start_with_cancel};
+pub use crate::run::{Run, Writing, run, start, start_input, start_with_cancel};
 pub use crate::settings::{Proxy, Settings};
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use reqwest::Method;
