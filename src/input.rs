@@ -93,7 +93,10 @@ impl From<Source> for Input {
 pub(crate) enum Rounds {
     File(PathBuf),
     /// Not read yet; spooled to a temporary file when `replay` says later rounds need it.
-    Reader { source: Option<Source>, replay: bool },
+    Reader {
+        source: Option<Source>,
+        replay: bool,
+    },
     /// Read once, into this (deleted-on-close) temporary file.
     Spooled(std::fs::File),
 }
@@ -168,7 +171,9 @@ impl AsyncRead for Tee {
         } else {
             this.spool.write_all(new)
         };
-        Poll::Ready(spooled.map_err(|e| io::Error::new(e.kind(), format!("spooling the input: {e}"))))
+        Poll::Ready(
+            spooled.map_err(|e| io::Error::new(e.kind(), format!("spooling the input: {e}"))),
+        )
     }
 }
 

@@ -19,8 +19,8 @@ use crate::input::{self, Input, Rounds, Source};
 use crate::limit::{Gate, Limits};
 use crate::output::{self, Observer, SinkHandle, Tally};
 use crate::record::Record;
-use crate::resume::Done;
 use crate::reorder::Order;
+use crate::resume::Done;
 use crate::settings::Settings;
 use crate::state::State;
 use crate::{fetch, reorder, scheduler};
@@ -251,7 +251,13 @@ async fn drive(
             }
         };
         let round = scheduler::Round { index, guard };
-        let dispatch = scheduler::dispatch(Arc::clone(&ctx), line_rx, records.clone(), order.take(), round);
+        let dispatch = scheduler::dispatch(
+            Arc::clone(&ctx),
+            line_rx,
+            records.clone(),
+            order.take(),
+            round,
+        );
         let (read, back) = tokio::join!(read, dispatch);
         order = back;
         // `None` once every task of the round has handed over its record.
@@ -326,6 +332,18 @@ fn spawn_grace_timer(stop: CancellationToken, hard: CancellationToken, grace: st
     });
 }
 
+/// Run the whole pipeline and write every record as a JSON line to `sink`.
+pub async fn run<W: Write + Send + 'static>(
+    settings: Settings,
+    source: Source,
+    sink: W,
+) -> Result<Tally, Error> {
+    start(settings, source)?
+        .write_to(sink, Box::new(|_: &Record| {}))
+        .finish()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,21 +356,18 @@ mod tests {
         // Round 0 took 3 s: round 1 starts at 10 s.
         assert_eq!(next_start(t0, t0, every, t0 + s(3)), (t0 + s(10), None));
         // Round 1 started at 10 s and took 25 s: round 2 starts at once, 10 s late...
-        assert_eq!(next_start(t0, t0 + s(10), every, t0 + s(30)), (t0 + s(30), Some(s(10))));
+        assert_eq!(
+            next_start(t0, t0 + s(10), every, t0 + s(30)),
+            (t0 + s(30), Some(s(10)))
+        );
         // ...and round 3 takes the next slot after round 2's start, not the missed ones.
-        assert_eq!(next_start(t0, t0 + s(30), every, t0 + s(31)), (t0 + s(40), None));
-        assert_eq!(next_start(t0, t0 + s(5), None, t0 + s(6)), (t0 + s(6), None));
+        assert_eq!(
+            next_start(t0, t0 + s(30), every, t0 + s(31)),
+            (t0 + s(40), None)
+        );
+        assert_eq!(
+            next_start(t0, t0 + s(5), None, t0 + s(6)),
+            (t0 + s(6), None)
+        );
     }
-}
-
-/// Run the whole pipeline and write every record as a JSON line to `sink`.
-pub async fn run<W: Write + Send + 'static>(
-    settings: Settings,
-    source: Source,
-    sink: W,
-) -> Result<Tally, Error> {
-    start(settings, source)?
-        .write_to(sink, Box::new(|_: &Record| {}))
-        .finish()
-        .await
 }

@@ -259,9 +259,17 @@ impl fmt::Display for Report {
         // On a terminal, the last rounds; --summary FILE has them all.
         const SHOWN: usize = 10;
         if self.rounds.len() > SHOWN {
-            writeln!(f, "  rounds:  {} (the last {SHOWN} shown)", self.rounds.len())?;
+            writeln!(
+                f,
+                "  rounds:  {} (the last {SHOWN} shown)",
+                self.rounds.len()
+            )?;
         }
-        for r in self.rounds.iter().skip(self.rounds.len().saturating_sub(SHOWN)) {
+        for r in self
+            .rounds
+            .iter()
+            .skip(self.rounds.len().saturating_sub(SHOWN))
+        {
             writeln!(
                 f,
                 "  round {}: {} requests, {} changed, {} not modified, {} failed",
@@ -295,11 +303,27 @@ mod tests {
         assert_eq!(
             report.rounds,
             vec![
-                RoundCounts { round: 0, requests: 2, changed: 2, not_modified: 0, failed: 1 },
-                RoundCounts { round: 1, requests: 1, changed: 0, not_modified: 1, failed: 0 },
+                RoundCounts {
+                    round: 0,
+                    requests: 2,
+                    changed: 2,
+                    not_modified: 0,
+                    failed: 1
+                },
+                RoundCounts {
+                    round: 1,
+                    requests: 1,
+                    changed: 0,
+                    not_modified: 1,
+                    failed: 0
+                },
             ]
         );
-        assert!(report.to_string().contains("round 1: 1 requests, 0 changed, 1 not modified"));
+        assert!(
+            report
+                .to_string()
+                .contains("round 1: 1 requests, 0 changed, 1 not modified")
+        );
         for round in 2..(MAX_ROUNDS as u64 + 10) {
             s.observe(&record(round, true, false));
         }

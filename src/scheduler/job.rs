@@ -244,9 +244,12 @@ impl Job {
                 }
             }
         }
+        // A polling record of a 304 has no body: there is none, and "" would read as one.
+        let not_modified = self.polled.is_some() && outcome.status == Some(304);
         let body = outcome
             .body
             .as_deref()
+            .filter(|_| !not_modified)
             .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
         let (body, body_encoding) = body.unzip();
         let mut record = Record {

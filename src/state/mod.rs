@@ -160,7 +160,9 @@ impl State {
                 _temp: temp,
             }),
             Ok(Err(e)) => Err(Error::State(format!("--state {shown}: {e}"))),
-            Err(_) => Err(Error::State(format!("--state {shown}: the state thread died"))),
+            Err(_) => Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            ))),
         }
     }
 
@@ -192,12 +194,16 @@ impl State {
         let shown = self.path.display().to_string();
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_err() {
-            return Err(Error::State(format!("--state {shown}: the state thread died")));
+            return Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            )));
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::State(format!("--state {shown}: {e}"))),
-            Err(_) => Err(Error::State(format!("--state {shown}: the state thread died"))),
+            Err(_) => Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            ))),
         }
     }
 }
@@ -289,7 +295,12 @@ mod tests {
         let state = State::open(Some(&path)).await.unwrap();
         assert_eq!(state.lookup(key).await.stored().await, None);
         state
-            .put(key, outcome(200, b"x"), true, "2026-01-01T00:00:00.000Z".into())
+            .put(
+                key,
+                outcome(200, b"x"),
+                true,
+                "2026-01-01T00:00:00.000Z".into(),
+            )
             .await;
         state.close().await.unwrap();
 

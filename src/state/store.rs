@@ -104,9 +104,11 @@ impl Store {
             return Ok(());
         }
         if app != APP_ID {
-            return Err("not a fetchall state file (an SQLite database of another program); \
+            return Err(
+                "not a fetchall state file (an SQLite database of another program); \
                         left as it is"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         if version > SCHEMA {
             return Err(format!(
