@@ -32,6 +32,7 @@ struct Seen {
 /// `/r/{n}`: resource n with an ETag and a Last-Modified; resource 0 gets a new version every
 /// `every_k` requests to the server (0: never). `/plain/{n}`: the same bytes every time, no
 /// validators (a server that ignores conditionals). `/slow/{n}`: like `/r/{n}`, 50 ms late.
+/// `/busy/{n}`: like `/r/{n}`, but the server's first request gets 429 with Retry-After: 1.
 struct Watch {
     addr: SocketAddr,
     seen: Arc<Seen>,
@@ -95,6 +96,10 @@ async fn answer(
     let n: usize = n.parse().unwrap_or(0);
     if kind == "plain" {
         return format!("plain {n}").into_response();
+    }
+    if kind == "busy" && index == 0 {
+        // The first request of the run is asked to come back in a second.
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response();
     }
     if kind == "slow" {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -543,4 +548,56 @@ fn limits_hold_across_a_round_boundary() {
         );
     }
     assert!(server.seen.max_in_flight.load(Ordering::SeqCst) <= 2);
+}
+
+#[test]
+fn a_retry_after_pause_carries_over_into_the_next_round() {
+    let server = Watch::start(0);
+    let out = run(
+        &["--every", "200ms", "--rounds", "2", "--retries", "0"],
+        &server.urls("busy", 1),
+    );
+    let records = records(&out.stdout);
+    assert_eq!(records[0]["status"], 429);
+    assert_eq!(records[1]["status"], 200);
+    assert_eq!(out.status.code(), Some(0), "the last round decides: it was ok");
+    let arrivals = server.seen.arrivals.lock().unwrap().clone();
+    // Round 1 was due 200 ms after round 0, but the host had asked for a second.
+    let gap = arrivals[1] - arrivals[0];
+    assert!(gap >= Duration::from_millis(950), "round 1 came back after {gap:?}");
+}
+
+/// The library polls on the caller's runtime: a reader is spooled and replayed, and the
+/// records carry their round.
+#[tokio::test]
+async fn the_library_polls_a_reader_for_several_rounds() {
+    let server = Watch::start(0);
+    let mut settings = fetchall::Settings::default();
+    settings.rounds = std::num::NonZeroU64::new(3);
+    let input = fetchall::Input::Reader(Box::pin(std::io::Cursor::new(server.urls("r", 2))));
+    let stop = fetchall::CancellationToken::new();
+    let mut run = fetchall::start_input(settings, input, stop).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = run.next().await {
+        crate::support::validate(&serde_json::to_value(&record).unwrap());
+        seen.push((record.round, record.changed, record.not_modified));
+    }
+    run.finish().await.unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (Some(0), Some(true), Some(false)),
+            (Some(0), Some(true), Some(false)),
+            (Some(1), Some(false), Some(true)),
+            (Some(1), Some(false), Some(true)),
+            (Some(2), Some(false), Some(true)),
+            (Some(2), Some(false), Some(true)),
+        ]
+    );
+    // A polling run needs start_input (it opens its state off the runtime).
+    let mut settings = fetchall::Settings::default();
+    settings.every = Some(Duration::from_secs(1));
+    let sync = fetchall::start(settings, Box::pin(std::io::Cursor::new("")));
+    assert!(matches!(sync, Err(fetchall::Error::Settings(_))));
 }
