@@ -560,11 +560,18 @@ fn a_retry_after_pause_carries_over_into_the_next_round() {
     let records = records(&out.stdout);
     assert_eq!(records[0]["status"], 429);
     assert_eq!(records[1]["status"], 200);
-    assert_eq!(out.status.code(), Some(0), "the last round decides: it was ok");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the last round decides: it was ok"
+    );
     let arrivals = server.seen.arrivals.lock().unwrap().clone();
     // Round 1 was due 200 ms after round 0, but the host had asked for a second.
     let gap = arrivals[1] - arrivals[0];
-    assert!(gap >= Duration::from_millis(950), "round 1 came back after {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(950),
+        "round 1 came back after {gap:?}"
+    );
 }
 
 /// The library polls on the caller's runtime: a reader is spooled and replayed, and the
