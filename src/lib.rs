@@ -52,6 +52,8 @@
 //! ```
 //!
 //! What is public, and why: [`start`], [`start_with_cancel`] and [`Run`] run a pipeline;
+//! [`start_input`] runs one that polls (rounds on a schedule, a state of earlier outcomes,
+//! conditional requests; see docs/polling.md), reading an [`Input`] again every round;
 //! [`run`] and [`Run::write_to`] write its records as JSON lines through the one writer (the
 //! binary does this); [`Settings`] and its parts ([`RequestDefaults`], [`Body`],
 //! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`]) configure it, with the parsers a
