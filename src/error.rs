@@ -32,6 +32,10 @@ pub enum Error {
     /// `start` was called outside a tokio runtime.
     #[error("fetchall::start must be called from within a tokio runtime")]
     NoRuntime,
+    /// The state file (`--state`) cannot be used: not a fetchall state, a newer schema,
+    /// corrupt, held by another fetchall, or a write failed. One line.
+    #[error("{0}")]
+    State(String),
 }
 
 /// A setting that cannot be used: which one, and why (never its value, which may be a secret).

@@ -7,10 +7,12 @@
 //! the channel: when the pipeline is busy, the reader waits, so a huge file is never held in
 //! memory. This module does not fetch and does not decide ordering.
 
-use std::io;
+use std::io::{self, Seek, Write};
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::record::{ErrorKind, Record};
@@ -60,6 +62,120 @@ impl InvalidLine {
 
 /// A boxed async byte source: a file, stdin, or anything a library user passes in.
 pub type Source = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What a run reads. A [`Input::File`] is opened again for every round, so lines added or
+/// removed between rounds take effect; a [`Input::Reader`] is read once, and when the run has
+/// more than one round it is copied to a temporary file as it is read, and later rounds replay
+/// that file (nothing is held in memory).
+pub enum Input {
+    /// A file of URL lines, opened at the start of each round.
+    File(PathBuf),
+    /// A stream of URL lines (stdin, a socket, a cursor).
+    Reader(Source),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::File(path) => f.debug_tuple("File").field(path).finish(),
+            Input::Reader(_) => f.write_str("Reader"),
+        }
+    }
+}
+
+impl From<Source> for Input {
+    fn from(source: Source) -> Input {
+        Input::Reader(source)
+    }
+}
+
+/// The input of each round in turn.
+pub(crate) enum Rounds {
+    File(PathBuf),
+    /// Not read yet; spooled to a temporary file when `replay` says later rounds need it.
+    Reader {
+        source: Option<Source>,
+        replay: bool,
+    },
+    /// Read once, into this (deleted-on-close) temporary file.
+    Spooled(std::fs::File),
+}
+
+impl Rounds {
+    /// `replay`: the run may have more than one round.
+    pub(crate) fn new(input: Input, replay: bool) -> Rounds {
+        match input {
+            Input::File(path) => Rounds::File(path),
+            Input::Reader(source) => Rounds::Reader {
+                source: Some(source),
+                replay,
+            },
+        }
+    }
+
+    /// The source of the next round.
+    pub(crate) async fn next(&mut self) -> io::Result<Source> {
+        match self {
+            Rounds::File(path) => {
+                let file = tokio::fs::File::open(&*path).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+                })?;
+                Ok(Box::pin(file))
+            }
+            Rounds::Reader { source, replay } => {
+                let Some(source) = source.take() else {
+                    return Err(io::Error::other("the input was already read"));
+                };
+                if !*replay {
+                    return Ok(source);
+                }
+                let spool = tokio::task::spawn_blocking(tempfile::tempfile)
+                    .await
+                    .map_err(io::Error::other)??;
+                let writer = spool.try_clone()?;
+                *self = Rounds::Spooled(spool);
+                Ok(Box::pin(Tee {
+                    source,
+                    spool: io::BufWriter::with_capacity(64 * 1024, writer),
+                }))
+            }
+            Rounds::Spooled(spool) => {
+                let mut file = spool.try_clone()?;
+                file.rewind()?;
+                Ok(Box::pin(tokio::fs::File::from_std(file)))
+            }
+        }
+    }
+}
+
+/// A reader that copies what it reads into the spool file. The copy is a plain write into a
+/// 64 KiB buffer, so the runtime thread makes one write call per 64 KiB into a temporary
+/// file (the page cache), never a wait on the reader's pace.
+struct Tee {
+    source: Source,
+    spool: io::BufWriter<std::fs::File>,
+}
+
+impl AsyncRead for Tee {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        ready!(this.source.as_mut().poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        let spooled = if new.is_empty() {
+            this.spool.flush()
+        } else {
+            this.spool.write_all(new)
+        };
+        Poll::Ready(
+            spooled.map_err(|e| io::Error::new(e.kind(), format!("spooling the input: {e}"))),
+        )
+    }
+}
 
 /// Read `source` to the end, sending one [`Line`] per URL line. Returns early (Ok) when the
 /// receiver is gone: nobody wants more jobs.

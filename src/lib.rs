@@ -53,7 +53,9 @@
 //!
 //! What is public, and why:
 //! - [`start`], [`start_with_cancel`] and [`Run`] run a pipeline and hand back its records;
-//!   [`CancellationToken`] stops it.
+//!   [`CancellationToken`] stops it. [`start_input`] runs one that polls (rounds on a
+//!   schedule, a state of earlier outcomes, conditional requests; see docs/polling.md),
+//!   reading an [`Input`] again every round.
 //! - [`run`] writes every record as a JSON line to any `Write`; [`Run::write_to`] does the same
 //!   with an observer per record and a [`Writing`] whose [`SinkHandle`] can freeze the output
 //!   between two whole lines before an immediate exit (the binary's second Ctrl-C).
@@ -90,19 +92,20 @@ mod run;
 mod save;
 mod scheduler;
 mod settings;
+mod state;
 mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
 pub use crate::header::{parse_header, parse_header_value, parse_method};
-pub use crate::input::Source;
+pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
-pub use crate::run::{Run, Writing, run, start, start_with_cancel};
+pub use crate::run::{Run, Writing, run, start, start_input, start_with_cancel};
 pub use crate::settings::{MAX_CONCURRENCY, MAX_LOOKAHEAD, Proxy, Settings};
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use bytes::Bytes;

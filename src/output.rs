@@ -44,13 +44,14 @@ pub struct Tally {
 /// Called with each record once it is written (progress line, summary).
 pub type Observer = Box<dyn FnMut(&Record) + Send>;
 
-/// Write every record from `records` to `sink` on a thread of its own, calling `observe` with
-/// each one after writing it. The result arrives when the channel closes (all records written)
+/// Write every record from `records` to `sink` on a thread of its own (only the changed ones
+/// with `changed_only`), calling `observe` with each one after writing it. The result arrives when the channel closes (all records written)
 /// or the sink fails; the handle can freeze the sink between whole lines.
 pub(crate) fn spawn_writer<W: Write + Send + 'static>(
     records: mpsc::Receiver<Record>,
     sink: W,
     mut observe: Observer,
+    changed_only: bool,
 ) -> (oneshot::Receiver<io::Result<Tally>>, SinkHandle) {
     let out = Arc::new(Mutex::new(io::BufWriter::with_capacity(BUFFER_BYTES, sink)));
     let handle = SinkHandle(Arc::clone(&out) as Arc<Mutex<dyn Write + Send>>);
@@ -58,7 +59,7 @@ pub(crate) fn spawn_writer<W: Write + Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("fetchall-writer".to_owned())
         .spawn(move || {
-            let _ = done_tx.send(write_all(records, &out, &mut observe));
+            let _ = done_tx.send(write_all(records, &out, &mut observe, changed_only));
         });
     match spawned {
         Ok(_) => (done_rx, handle),
@@ -146,6 +147,7 @@ fn write_all<W: Write>(
     mut records: mpsc::Receiver<Record>,
     out: &Mutex<io::BufWriter<W>>,
     observe: &mut dyn FnMut(&Record),
+    changed_only: bool,
 ) -> io::Result<Tally> {
     let mut tally = Tally::default();
     let mut line = Vec::with_capacity(4096);
@@ -155,6 +157,11 @@ fn write_all<W: Write>(
                 tally.ok += 1;
             } else {
                 tally.failed += 1;
+            }
+            if changed_only && record.changed == Some(false) {
+                // Counted and observed (the summary counts every record), not written.
+                observe(&record);
+                continue;
             }
             line.clear();
             serde_json::to_writer(&mut line, &record).map_err(io::Error::from)?;

@@ -61,6 +61,21 @@ pub struct Record {
     /// Where the body was written (`--save-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<Saved>,
+    /// When polling (`--every`, `--rounds`, `--state`): the round, 0-based.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
+    /// When polling: when the request started (the record was made, for a bad line), RFC 3339
+    /// UTC with milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// When polling: whether the outcome differs from the one stored for this request (ok,
+    /// status, error kind, body sha256; a 304 is unchanged; a request not seen before is
+    /// changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// When polling: whether the server answered 304 Not Modified to a conditional request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_modified: Option<bool>,
 }
 
 /// A body written to `--save-dir`.
@@ -102,6 +117,10 @@ impl Record {
             headers: None,
             saved: None,
             host_rate: None,
+            round: None,
+            at: None,
+            changed: None,
+            not_modified: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! before it does anything else.
 
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -79,6 +79,20 @@ pub struct Settings {
     pub adaptive: bool,
     /// Most jobs held waiting for admission (`--lookahead`).
     pub lookahead: NonZeroUsize,
+    /// Repeat the whole input on this schedule: round `n` starts `n * every` after the first
+    /// round's start, or at once when the previous round ran past that (`--every`).
+    pub every: Option<Duration>,
+    /// Rounds to run; `None` means one without `every`, and no end with it (`--rounds`).
+    pub rounds: Option<NonZeroU64>,
+    /// The SQLite state file that remembers each request's outcome and validators across
+    /// rounds and runs (`--state`). Polling without one keeps the state in a temporary file.
+    pub state: Option<PathBuf>,
+    /// Write only records whose outcome changed (`--changed`); [`crate::Run::next`] still
+    /// yields every record.
+    pub changed_only: bool,
+    /// With state, send `If-None-Match` / `If-Modified-Since` from the stored validators on
+    /// GET and HEAD (`--no-conditional` turns it off).
+    pub conditional: bool,
 }
 
 impl Default for Settings {
@@ -107,6 +121,11 @@ impl Default for Settings {
             per_host_rates: Vec::new(),
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
+            every: None,
+            rounds: None,
+            state: None,
+            changed_only: false,
+            conditional: true,
         }
     }
 }
@@ -155,7 +174,37 @@ impl Settings {
                 ));
             }
         }
+        if self.every.is_some_and(|d| d.is_zero()) {
+            return Err(SettingsError::new("every", "must be greater than zero"));
+        }
+        if self.changed_only && !self.polling() {
+            return Err(SettingsError::new(
+                "changed",
+                "needs --every, --rounds or --state (a single run without state has nothing to compare with)",
+            ));
+        }
+        if self.resume.is_some() && self.polling() {
+            return Err(SettingsError::new(
+                "resume",
+                "cannot be used with --every, --rounds or --state (the state already remembers each outcome)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether records are compared with earlier outcomes: with `every`, more than one round,
+    /// or a state file. Polling records carry `round`, `at`, `changed` and `not_modified`.
+    pub fn polling(&self) -> bool {
+        self.every.is_some() || self.rounds.is_some_and(|n| n.get() > 1) || self.state.is_some()
+    }
+
+    /// How many rounds the run makes; `None` for no end.
+    pub(crate) fn round_count(&self) -> Option<u64> {
+        match (self.rounds, self.every) {
+            (Some(n), _) => Some(n.get()),
+            (None, Some(_)) => None,
+            (None, None) => Some(1),
+        }
     }
 }
 

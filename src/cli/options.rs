@@ -7,7 +7,7 @@
 //! `Settings`. Built-in defaults come from `fetchall::Settings::default()`, so the binary and
 //! the library cannot disagree about them.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -202,6 +202,37 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
     pub(crate) threads: u16,
+
+    /// Repeat the whole input every DURATION (e.g. 30s, 1m), on a fixed schedule from the first
+    /// round's start; a round that runs past its slot is followed at once by the next. Limits
+    /// carry over between rounds; see docs/polling.md [default: off: one round]
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) every: Option<HumanDuration>,
+
+    /// Stop after N rounds [default: 1 without --every, no end with it]
+    #[arg(long, value_name = "N")]
+    pub(crate) rounds: Option<NonZeroU64>,
+
+    /// SQLite file remembering each request's outcome and validators (ETag, Last-Modified)
+    /// across rounds and runs; created if missing, one fetchall at a time. Records then carry
+    /// round, at, changed and not_modified [default: a temporary one while polling]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Write only records whose outcome (ok, status, error kind, body) changed since the
+    /// stored one; the summary still counts every record. Needs --every, --rounds or --state
+    /// [default: off]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.changed_only, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) changed: bool,
+
+    /// Do not send If-None-Match / If-Modified-Since from the stored validators [default:
+    /// off: GET and HEAD with stored validators are conditional, a 304 is not_modified]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = !D.conditional, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) no_conditional: bool,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -275,6 +306,11 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        s.every = self.every.map(|d| d.0);
+        s.rounds = self.rounds;
+        s.state = self.state.clone();
+        s.changed_only = self.changed;
+        s.conditional = !self.no_conditional;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use fetchall::{Record, Source, Tally};
+use fetchall::{Input, Record, Source, Tally};
 
 use super::args::Parsed;
 use super::exit::Message;
@@ -38,11 +38,27 @@ pub(crate) async fn run(
             "no input: give a FILE of URLs, or pipe them on stdin (see --help)",
         ));
     }
-    check_files(file.as_deref(), settings.resume.as_deref(), &outputs)?;
+    check_files(
+        file.as_deref(),
+        settings.resume.as_deref(),
+        &outputs,
+        settings.state.as_deref(),
+    )?;
     let source = open(file.as_deref()).await.map_err(|e| {
         let name = file.as_deref().unwrap_or(Path::new("-"));
         message(format!("cannot read {}: {e}", name.display()))
     })?;
+    let polling = settings.polling();
+    let every = settings.every;
+    // A polling run reopens its file every round; a single run reads what was opened (which
+    // may be a pipe that cannot be opened twice).
+    let input = match (&file, polling) {
+        (Some(path), true) => Input::File(path.clone()),
+        _ => Input::Reader(source),
+    };
+    let resume = settings.resume.clone();
+    // Before any file is created: the state file is opened (and refused) here.
+    let started = fetchall::start_input(settings, input, signals.token()).await?;
     let sink: Box<dyn Write + Send> = match &outputs.output {
         Some(path) => Box::new(
             std::fs::File::create(path)
@@ -52,7 +68,10 @@ pub(crate) async fn run(
     };
 
     let on_terminal = io::stderr().is_terminal() && !cli.quiet;
-    let progress = progress(on_terminal, file, settings.resume.clone());
+    let progress = progress(on_terminal, file, resume);
+    if polling {
+        progress.poll_every(every, Instant::now());
+    }
     let summary = Arc::new(Mutex::new(Summary::new(Instant::now())));
     let observe = {
         let progress = progress.clone();
@@ -65,12 +84,11 @@ pub(crate) async fn run(
                 .observe(record);
         })
     };
-    let writing =
-        fetchall::start_with_cancel(settings, source, signals.token())?.write_to(sink, observe);
+    let writing = started.write_to(sink, observe);
     signals.set_sink(writing.sink());
     let result = writing.finish().await;
     progress.finish();
-    let tally = result?;
+    let mut tally = result?;
 
     let report = summary
         .lock()
@@ -83,6 +101,10 @@ pub(crate) async fn run(
     }
     if on_terminal {
         let _ = write!(io::stderr(), "{report}");
+    }
+    if polling && let Some(last) = report.rounds.last() {
+        // The exit status says how the last completed round went.
+        tally.failed = last.failed;
     }
     Ok(tally)
 }
@@ -109,18 +131,21 @@ fn message(text: impl Into<String>) -> Box<dyn std::error::Error + Send + Sync> 
     Box::new(Message(text.into()))
 }
 
-/// Refuse a run whose output files would erase one of its inputs or each other: `-o` and
-/// `--summary` against the input, the `--resume` file and one another, by file identity.
+/// Refuse a run whose output files would erase one of its inputs or each other: `-o`,
+/// `--summary` and `--state` against the input, the `--resume` file and one another, by file
+/// identity.
 fn check_files(
     input: Option<&Path>,
     resume: Option<&Path>,
     outputs: &Outputs,
+    state: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let named: [(&str, Option<&Path>); 4] = [
+    let named: [(&str, Option<&Path>); 5] = [
         ("the input", input),
         ("--resume", resume),
         ("--output", outputs.output.as_deref()),
         ("--summary", outputs.summary.as_deref()),
+        ("--state", state),
     ];
     for (i, (out_name, out)) in named.iter().enumerate().skip(2) {
         let Some(out) = out else { continue };

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, LAST_MODIFIED,
+    RETRY_AFTER,
 };
 
 use super::classify::describe;
@@ -25,6 +26,9 @@ pub(crate) struct Outcome {
     pub error: Option<RecordError>,
     /// The response's `Retry-After` header, for the retry policy.
     pub retry_after: Option<String>,
+    /// When polling: the response's `ETag` and `Last-Modified`, for the state.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 /// A response header's value, when it is text.
@@ -38,7 +42,8 @@ fn header(response: &reqwest::Response, name: HeaderName) -> Option<String> {
 
 impl Outcome {
     /// What the response's status line and headers say, before the body is read.
-    fn of_head(response: &reqwest::Response, with_headers: bool) -> Outcome {
+    fn of_head(response: &reqwest::Response, with_headers: bool, validators: bool) -> Outcome {
+        let validator = |name| validators.then(|| header(response, name)).flatten();
         Outcome {
             status: Some(response.status().as_u16()),
             headers: with_headers.then(|| header_map(response.headers())),
@@ -47,6 +52,8 @@ impl Outcome {
             bytes: None,
             error: None,
             retry_after: header(response, RETRY_AFTER),
+            etag: validator(ETAG),
+            last_modified: validator(LAST_MODIFIED),
         }
     }
 
@@ -59,6 +66,8 @@ impl Outcome {
             bytes: None,
             error: Some(error),
             retry_after: None,
+            etag: None,
+            last_modified: None,
         }
     }
 }
@@ -99,7 +108,7 @@ pub(crate) async fn attempt(
         Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
     };
     let status = response.status();
-    let mut outcome = Outcome::of_head(&response, settings.response_headers);
+    let mut outcome = Outcome::of_head(&response, settings.response_headers, settings.polling());
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
     let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());

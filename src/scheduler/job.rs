@@ -6,8 +6,10 @@
 //! `Retry-After` past `--max-retry-wait`, a stop, or the grace running out) yields the last
 //! outcome, and [`Job::finish`] turns that into the record.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::Method;
+use reqwest::header::{HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use tokio::sync::mpsc;
 
 use super::Context;
@@ -18,6 +20,7 @@ use crate::redact::display_url;
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
 use crate::save;
+use crate::state::{Key, State, Stored, body_hash};
 use crate::units::HumanDuration;
 
 /// A request that will get a record: what the record says about the line.
@@ -26,6 +29,61 @@ pub(super) struct Job {
     pub(super) line: u64,
     pub(super) request: Request,
     pub(super) host: HostKey,
+    /// When polling: the round, and what the state holds for this request.
+    pub(super) polled: Option<Polled>,
+}
+
+/// A polling job's round and stored outcome.
+pub(super) struct Polled {
+    pub(super) round: u64,
+    pub(super) key: Key,
+    pub(super) stored: Option<Stored>,
+}
+
+impl Polled {
+    /// Give `record` its polling fields (round, at, changed, not_modified) and remember its
+    /// outcome in the state. `validators`: the response's ETag and Last-Modified. A
+    /// `cancelled` record says nothing about the resource: it is not stored, and not a change.
+    pub(super) async fn mark(
+        self,
+        state: &State,
+        record: &mut Record,
+        fresh: Option<Stored>,
+        started: SystemTime,
+    ) {
+        let at = humantime::format_rfc3339_millis(started).to_string();
+        let not_modified = record.ok && record.status == Some(304);
+        let mut fresh = fresh.unwrap_or_else(|| Stored {
+            status: record.status,
+            ok: record.ok,
+            error_kind: record.error.as_ref().map(|e| e.kind.as_str().to_owned()),
+            ..Stored::default()
+        });
+        let changed = match &self.stored {
+            None => true,
+            Some(_) if not_modified => false,
+            Some(before) => fresh.differs_from(before),
+        };
+        if not_modified && let Some(before) = self.stored {
+            // Not modified: the stored outcome stands; new validators, if sent, replace it.
+            fresh = Stored {
+                etag: fresh.etag.or(before.etag),
+                last_modified: fresh.last_modified.or(before.last_modified),
+                ..before
+            };
+        }
+        let cancelled = record
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Cancelled);
+        record.round = Some(self.round);
+        record.changed = Some(changed && !cancelled);
+        record.not_modified = Some(not_modified);
+        if !cancelled {
+            state.put(self.key, fresh, changed, at.clone()).await;
+        }
+        record.at = Some(at);
+    }
 }
 
 /// What the attempts so far add up to.
@@ -40,7 +98,8 @@ struct Attempts {
 impl Job {
     /// Run the admitted job to its record and hand that to the output. The slot is held until
     /// the record is handed over, so a slow reader slows the fetching.
-    pub(super) async fn run(self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
+    pub(super) async fn run(mut self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
+        self.add_validators(ctx);
         let mut tally = Attempts {
             first_start: slot.granted_at(),
             count: 0,
@@ -51,6 +110,35 @@ impl Job {
         // A send error means the reader is gone; the record has nowhere to go.
         let _ = records.send(record).await;
         drop(slot);
+    }
+
+    /// With state, a GET or HEAD asks only for a changed response: `If-None-Match` and
+    /// `If-Modified-Since` from the stored validators, unless the user set either header or
+    /// `--no-conditional`.
+    fn add_validators(&mut self, ctx: &Context) {
+        let Some(Polled {
+            stored: Some(stored),
+            ..
+        }) = &self.polled
+        else {
+            return;
+        };
+        let method = self.request.method();
+        let headers = &mut self.request.headers;
+        if !ctx.settings.conditional
+            || !matches!(method, Method::GET | Method::HEAD)
+            || headers.contains_key(IF_NONE_MATCH)
+            || headers.contains_key(IF_MODIFIED_SINCE)
+        {
+            return;
+        }
+        let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        if let Some(etag) = value(&stored.etag) {
+            headers.insert(IF_NONE_MATCH, etag);
+        }
+        if let Some(date) = value(&stored.last_modified) {
+            headers.insert(IF_MODIFIED_SINCE, date);
+        }
     }
 
     /// Attempt until an outcome is final. Returns it with the slot still held, if any (none
@@ -131,7 +219,15 @@ impl Job {
 
     /// The record for the last outcome, with the earlier attempts' errors attached (and, with
     /// `--save-dir`, its body written to a file).
-    async fn finish(&self, ctx: &Context, mut outcome: Outcome, tally: Attempts) -> Record {
+    async fn finish(&mut self, ctx: &Context, mut outcome: Outcome, tally: Attempts) -> Record {
+        let fresh = self.polled.as_ref().map(|_| Stored {
+            etag: outcome.etag.take(),
+            last_modified: outcome.last_modified.take(),
+            body_sha256: outcome.body.as_deref().map(body_hash),
+            status: outcome.status,
+            ok: outcome.error.is_none(),
+            error_kind: outcome.error.as_ref().map(|e| e.kind.as_str().to_owned()),
+        });
         if let Some(e) = &mut outcome.error {
             e.previous = tally.previous;
         }
@@ -148,12 +244,15 @@ impl Job {
                 }
             }
         }
+        // A polling record of a 304 has no body: there is none, and "" would read as one.
+        let not_modified = self.polled.is_some() && outcome.status == Some(304);
         let body = outcome
             .body
             .as_deref()
+            .filter(|_| !not_modified)
             .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
         let (body, body_encoding) = body.unzip();
-        Record {
+        let mut record = Record {
             seq: self.seq,
             line: self.line,
             url: display_url(&self.request.url),
@@ -173,7 +272,18 @@ impl Job {
             headers: outcome.headers,
             saved,
             host_rate: ctx.gate.host_rate(&self.host),
+            round: None,
+            at: None,
+            changed: None,
+            not_modified: None,
+        };
+        if let (Some(polled), Some(state)) = (self.polled.take(), &ctx.state) {
+            let started = SystemTime::now()
+                .checked_sub(tally.first_start.elapsed())
+                .unwrap_or_else(SystemTime::now);
+            polled.mark(state, &mut record, fresh, started).await;
         }
+        record
     }
 }
 

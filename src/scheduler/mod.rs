@@ -30,13 +30,14 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use self::job::Job;
+use self::job::{Job, Polled};
 use crate::input::Line;
 use crate::limit::{Gate, HostKey};
 use crate::record::Record;
 use crate::reorder::{Order, Place};
 use crate::resume::Done;
 use crate::settings::Settings;
+use crate::state::{Key, State};
 
 /// Requests alive at once (in flight, or waiting to retry) per in-flight slot. Tasks that wait
 /// to retry hold no slot, so without this bound a server answering 429 to everything would
@@ -68,23 +69,34 @@ pub(crate) struct Context {
     pub alive: Arc<Semaphore>,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
+    /// When polling: the outcomes of earlier rounds and runs.
+    pub state: Option<State>,
+}
+
+/// The round a dispatcher runs. Every task of the round holds a clone of `guard`: when the
+/// round's receiver of it reports closed, the round's last record has been handed over.
+pub(crate) struct Round {
+    pub index: u64,
+    pub guard: mpsc::Sender<()>,
 }
 
 /// Start jobs until the input ends, the run is stopped, or nobody reads the records any more.
 ///
 /// With `order` (`--ordered`), every job that will get a record takes a place in the reorder
 /// window before it may start (and before the gate, so waiting for the window never holds an
-/// in-flight slot); see `reorder`.
+/// in-flight slot); see `reorder`. The order is handed back for the next round.
 pub(crate) async fn dispatch(
     ctx: Arc<Context>,
     mut lines: mpsc::Receiver<Line>,
     records: mpsc::Sender<Record>,
     order: Option<Order>,
-) {
+    round: Round,
+) -> Option<Order> {
     let dispatcher = Dispatcher {
         ctx,
         records,
         order,
+        round,
     };
     let mut skipped = 0u64;
     loop {
@@ -109,6 +121,7 @@ pub(crate) async fn dispatch(
             done.len()
         );
     }
+    dispatcher.order
 }
 
 /// What the dispatcher does with each line.
@@ -116,6 +129,7 @@ struct Dispatcher {
     ctx: Arc<Context>,
     records: mpsc::Sender<Record>,
     order: Option<Order>,
+    round: Round,
 }
 
 /// How handling one line ended.
@@ -161,7 +175,19 @@ impl Dispatcher {
                 if let Some(place) = place {
                     place.send(line.seq);
                 }
-                let record = bad.into_record(line.seq, line.line);
+                let key = self.ctx.state.as_ref().map(|_| Key::of_invalid(&bad.text));
+                let mut record = bad.into_record(line.seq, line.line);
+                if let (Some(state), Some(key)) = (&self.ctx.state, key) {
+                    let stored = state.lookup(key).await.stored().await;
+                    let polled = Polled {
+                        round: self.round.index,
+                        key,
+                        stored,
+                    };
+                    polled
+                        .mark(state, &mut record, None, std::time::SystemTime::now())
+                        .await;
+                }
                 return match self.records.send(record).await {
                     Ok(()) => Step::Next,
                     Err(_) => Step::Stop,
@@ -183,6 +209,7 @@ impl Dispatcher {
             line: line.line,
             request,
             host,
+            polled: None,
         };
         self.start(job, place, alive);
         Step::Next
@@ -199,7 +226,18 @@ impl Dispatcher {
         }
         let ctx = Arc::clone(&self.ctx);
         let records = self.records.clone();
+        let round = self.round.index;
+        let guard = self.round.guard.clone();
+        let mut job = job;
         tokio::spawn(async move {
+            // Asked now, answered while the job waits for its turn.
+            let lookup = match &ctx.state {
+                Some(state) => {
+                    let key = Key::of(&job.request);
+                    Some((key, state.lookup(key).await))
+                }
+                None => None,
+            };
             // Not started when the run stops: no record, like a line not read yet.
             let slot = tokio::select! {
                 biased;
@@ -207,10 +245,18 @@ impl Dispatcher {
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
+            if let Some((key, pending)) = lookup {
+                job.polled = Some(Polled {
+                    round,
+                    key,
+                    stored: pending.stored().await,
+                });
+            }
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;
             drop(alive);
+            drop(guard);
         });
     }
 }

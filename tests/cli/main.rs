@@ -9,6 +9,7 @@ mod faults;
 mod library;
 mod limits;
 mod politeness;
+mod polling;
 mod properties;
 mod retries;
 mod security;
