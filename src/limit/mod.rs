@@ -22,6 +22,7 @@ mod host;
 mod pushback;
 mod quota;
 mod state;
+mod timer;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::host::HostKey;
 use super::pushback::Aimd;
 use super::quota::Quota;
+use super::timer::COARSE_LATENESS;
 use super::{Limits, Slot};
 
 /// How often idle hosts are swept out of the host map.
@@ -19,12 +20,9 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle host whose adaptive rate is still cut is remembered (so a host that
 /// answered 429 does not get its full rate back just by being quiet for a second).
 const ADAPTIVE_MEMORY: Duration = Duration::from_secs(600);
-/// Timer wake-ups run this late or so: a wait whose quota cannot absorb that lateness (burst 1)
-/// sleeps until this much before its deadline and spins the rest (see [`wait_until`]).
-pub(super) const SPIN: Duration = Duration::from_millis(2);
-/// ... but only for intervals this long or longer, so spinning costs at most SPIN/interval
-/// (20%) of one core. Faster strict (burst 1) quotas accept the timer's lateness instead.
-const SPIN_MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// When a waiting host may start, and whether that wait must be precise: `Some(interval)` when
+/// the quota that decides it cannot absorb a late wake-up (see `timer`).
+pub(super) type Wake = (Instant, Option<Duration>);
 
 pub(super) struct State {
     pub(super) limits: Limits,
@@ -34,8 +32,9 @@ pub(super) struct State {
     pub(super) hosts: HashMap<HostKey, Box<Host>>,
     /// Hosts with waiters that may be able to start now, in round-robin order.
     pub(super) ready: VecDeque<HostKey>,
-    /// Hosts with waiters that must wait for their own quota or pause: (when, spin?, host).
-    pub(super) timed: BinaryHeap<Reverse<(Instant, bool, HostKey)>>,
+    /// Hosts with waiters that must wait for their own quota or pause: (when, strict
+    /// interval, host).
+    pub(super) timed: BinaryHeap<Reverse<(Instant, Option<Duration>, HostKey)>>,
     pub(super) last_sweep: Instant,
     pub(super) closed: bool,
 }
@@ -137,11 +136,7 @@ impl State {
 
     /// Start everything that may start at `now`; return when to look again (and whether that
     /// wait must be precise), or `None` to wait for a waiter or a slot.
-    pub(super) fn step(
-        &mut self,
-        now: Instant,
-        grants: &mut Vec<Grant>,
-    ) -> Option<(Instant, bool)> {
+    pub(super) fn step(&mut self, now: Instant, grants: &mut Vec<Grant>) -> Option<Wake> {
         while let Some(Reverse((at, _, _))) = self.timed.peek() {
             if *at > now {
                 break;
@@ -166,7 +161,7 @@ impl State {
         }
         let timed = self.timed.peek().map(|Reverse((at, p, _))| (*at, *p));
         // Idle hosts are swept even when nothing else would wake the driver.
-        let sweep = (!self.hosts.is_empty()).then(|| (self.last_sweep + SWEEP_EVERY, false));
+        let sweep = (!self.hosts.is_empty()).then(|| (self.last_sweep + SWEEP_EVERY, None));
         [global_wait, timed, sweep]
             .into_iter()
             .flatten()
@@ -191,7 +186,7 @@ impl State {
         if let Some(until) = h.paused_until {
             if until > now {
                 h.queued = true;
-                self.timed.push(Reverse((until, false, key)));
+                self.timed.push(Reverse((until, None, key)));
                 return;
             }
             h.paused_until = None;
@@ -217,7 +212,7 @@ impl State {
             .chain(&mut h.adaptive_quota);
         if let Err(at) = take_all(quotas) {
             h.queued = true;
-            self.timed.push(Reverse((at, false, key)));
+            self.timed.push(Reverse((at, None, key)));
             return;
         }
         let granted_at = Instant::now();
@@ -299,16 +294,17 @@ pub(super) fn host_entry<'a>(
 
 /// When every quota in `quotas` accepts now (each is peeked): `None`; otherwise the first
 /// instant they all would (the latest of their ready times), and whether waiting for it must
-/// be precise (the quota that decides it has no tolerance for a late wake-up).
-fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<(Instant, bool)> {
-    let mut wait: Option<(Instant, bool)> = None;
+/// be precise: the interval of the quota that decides it, when that quota's tolerance is
+/// smaller than tokio's timer lateness (burst 1, or any burst at a slow enough rate).
+fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<Wake> {
+    let mut wait: Option<Wake> = None;
     for q in quotas {
         let Err(w) = q.peek() else {
             continue;
         };
-        let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
+        let strict = (w.tolerance() < COARSE_LATENESS).then(|| w.quota.replenish_interval());
         if wait.is_none_or(|(at, _)| w.until > at) {
-            wait = Some((w.until, precise));
+            wait = Some((w.until, strict));
         }
     }
     wait
