@@ -93,7 +93,7 @@ pub use crate::record::{
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_with_cancel};
-pub use crate::settings::{Proxy, Settings};
+pub use crate::settings::{CaCerts, Proxy, Settings};
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use reqwest::Method;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};

@@ -198,6 +198,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
     pub(crate) threads: u16,
+
+    /// Trust only the CA certificates in this PEM file for HTTPS, instead of the system's
+    /// (as curl's --cacert) [default: the system's CA certificates]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -270,6 +275,13 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        s.ca_certs = match &self.cacert {
+            Some(path) => Some(
+                fetchall::CaCerts::from_pem_file(path)
+                    .map_err(|e| SettingsError::new("cacert", e))?,
+            ),
+            None => None,
+        };
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),
