@@ -145,6 +145,7 @@ pub fn start_with_cancel(
         stop: stop.clone(),
         hard: hard.clone(),
         alive,
+        input_done: std::sync::atomic::AtomicBool::new(false),
         _finished: hard.drop_guard(),
     });
     let (line_tx, line_rx) = mpsc::channel(LINE_QUEUE);

@@ -92,9 +92,17 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     host: HostKey,
     granted_at: Instant,
+    /// No other request to its host was waiting in the gate when it was admitted.
+    alone: bool,
 }
 
 impl Slot {
+    /// Whether no other request to this host was waiting when this one was admitted: with
+    /// the input read that far ahead, nothing else for the host is known to come.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone
+    }
+
     /// The instant the gate admitted the request: its start, as far as every limit is
     /// concerned (read right after its cells were taken, so never before them).
     pub(crate) fn granted_at(&self) -> Instant {
@@ -199,6 +207,8 @@ impl Gate {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
                     granted_at,
+                    // It started at once because nothing of its host was waiting.
+                    alone: true,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));

@@ -72,6 +72,8 @@ pub(super) struct Grant {
     pub(super) tx: oneshot::Sender<Slot>,
     pub(super) host: HostKey,
     pub(super) granted_at: Instant,
+    /// No other waiter of the host is left behind it.
+    pub(super) alone: bool,
 }
 
 impl State {
@@ -224,6 +226,7 @@ impl State {
                 tx,
                 host: key.clone(),
                 granted_at,
+                alone: h.waiters.is_empty(),
             });
         }
         if !h.waiters.is_empty() {

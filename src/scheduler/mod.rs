@@ -25,6 +25,7 @@
 mod job;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -32,7 +33,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::job::Job;
 use crate::input::Line;
-use crate::limit::{Gate, HostKey};
+use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
 use crate::reorder::{Order, Place};
 use crate::resume::Done;
@@ -66,6 +67,8 @@ pub(crate) struct Context {
     pub hard: CancellationToken,
     /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
     pub alive: Arc<Semaphore>,
+    /// The dispatcher has read the whole input.
+    pub input_done: AtomicBool,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
 }
@@ -102,12 +105,24 @@ pub(crate) async fn dispatch(
             Step::Stop => break,
         }
     }
+    dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     if let Some(done) = &dispatcher.ctx.done {
         tracing::info!(
             "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
             done.path().display(),
             done.len()
         );
+    }
+}
+
+impl Context {
+    /// Whether a request just admitted with `slot` is the last one to its host as far as
+    /// anyone can know: nothing of its host waits in the gate, and the dispatcher has read
+    /// the whole input or as far ahead as the lookahead lets it (so every request it will
+    /// hold for a while is in the gate). Its connection is then not kept for reuse.
+    pub(crate) fn last_for_host(&self, slot: &Slot) -> bool {
+        slot.alone()
+            && (self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0)
     }
 }
 

@@ -10,6 +10,7 @@ mod library;
 mod limits;
 mod politeness;
 mod properties;
+mod resources;
 mod retries;
 mod security;
 mod server;

@@ -221,7 +221,13 @@ async fn tls_is_verified_unless_insecure() {
 }
 
 /// A throwaway CA, and a certificate it signed for `name`: (CA PEM, leaf, leaf key).
-fn ca_and_leaf(name: &str) -> (String, tokio_rustls::rustls::pki_types::CertificateDer<'static>, rcgen::KeyPair) {
+fn ca_and_leaf(
+    name: &str,
+) -> (
+    String,
+    tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    rcgen::KeyPair,
+) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().unwrap();
