@@ -163,6 +163,7 @@ impl Gate {
                 global,
                 in_flight: 0,
                 hosts: HashMap::new(),
+                recent: state::Recent::default(),
                 ready: VecDeque::new(),
                 timed: BinaryHeap::new(),
                 last_sweep: Instant::now(),
@@ -368,6 +369,38 @@ mod tests {
         assert!(lock(&gate.shared).hosts.len() > 100);
         tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
         assert_eq!(lock(&gate.shared).hosts.len(), 0);
+    }
+
+    /// With a per-host rate, a host that just started keeps only its quota's TAT (not its
+    /// whole state) until the quota is full again, then nothing; and a host that comes back
+    /// meanwhile still waits its interval: the bound holds across the compaction.
+    #[tokio::test]
+    async fn recently_started_hosts_keep_only_their_schedule() {
+        let mut l = limits();
+        l.adaptive = false;
+        l.per_host_rates = vec!["20/s".parse().unwrap()];
+        let gate = Gate::new(l);
+        let keys: Vec<HostKey> = (0..1000u32)
+            .map(|i| HostKey::of(&url::Url::parse(&format!("http://h{i}.test/")).unwrap()))
+            .collect();
+        let mut first = Vec::new();
+        for key in &keys {
+            let slot = gate.admit(key).await;
+            first.push(slot.granted_at());
+        }
+        {
+            let st = lock(&gate.shared);
+            assert_eq!(st.hosts.len(), 0, "idle hosts keep their whole state");
+            assert_eq!(st.recent.len(), keys.len());
+        }
+        // Back again: each waits a full interval (50 ms) after its first start.
+        for (key, at) in keys.iter().zip(&first).take(20) {
+            let slot = gate.admit(key).await;
+            assert!(slot.granted_at() >= *at + Duration::from_millis(50));
+        }
+        tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
+        let st = lock(&gate.shared);
+        assert_eq!((st.hosts.len(), st.recent.len()), (0, 0));
     }
 
     /// Waiters of one host queue behind its cap; other hosts pass them.
