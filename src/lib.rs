@@ -106,7 +106,7 @@ pub use crate::record::{
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_input, start_with_cancel};
-pub use crate::settings::{MAX_CONCURRENCY, MAX_LOOKAHEAD, Proxy, Settings};
+pub use crate::settings::{CaCerts, MAX_CONCURRENCY, MAX_LOOKAHEAD, Proxy, Settings};
 pub use crate::units::{ByteSize, HumanDuration, Rate};
 pub use bytes::Bytes;
 pub use reqwest::Method;

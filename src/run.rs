@@ -195,6 +195,7 @@ fn launch(
         stop: stop.clone(),
         hard: hard.clone(),
         alive,
+        input_done: std::sync::atomic::AtomicBool::new(false),
         _finished: hard.drop_guard(),
         state,
     });

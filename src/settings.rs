@@ -93,6 +93,8 @@ pub struct Settings {
     /// With state, send `If-None-Match` / `If-Modified-Since` from the stored validators on
     /// GET and HEAD (`--no-conditional` turns it off).
     pub conditional: bool,
+    /// Trust only these CA certificates for HTTPS, instead of the system's (`--cacert`).
+    pub ca_certs: Option<CaCerts>,
 }
 
 impl Default for Settings {
@@ -126,6 +128,7 @@ impl Default for Settings {
             state: None,
             changed_only: false,
             conditional: true,
+            ca_certs: None,
         }
     }
 }
@@ -254,6 +257,48 @@ impl fmt::Display for Proxy {
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Proxy({self})")
+    }
+}
+
+/// CA certificates read from a PEM file (`--cacert`): the only roots HTTPS servers are
+/// verified against when set, as with curl's `--cacert` (the system's roots are not loaded,
+/// which also spares their memory and start-up time).
+#[derive(Clone)]
+pub struct CaCerts {
+    path: PathBuf,
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl CaCerts {
+    /// Read and parse every certificate in the PEM file at `path`; a file that cannot be
+    /// read, does not parse, or holds no certificate is an error (naming the file only).
+    pub fn from_pem_file(path: impl Into<PathBuf>) -> Result<CaCerts, String> {
+        let path = path.into();
+        let display = path.display().to_string();
+        let shown = crate::redact::bounded(&display, 200);
+        let pem = std::fs::read(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{shown} is not a PEM certificate bundle ({e})"))?;
+        if certs.is_empty() {
+            return Err(format!("{shown} holds no PEM certificate"));
+        }
+        Ok(CaCerts { path, certs })
+    }
+
+    /// The certificates, for the HTTP client.
+    pub(crate) fn certs(&self) -> &[reqwest::Certificate] {
+        &self.certs
+    }
+}
+
+impl fmt::Debug for CaCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaCerts({}, {} certificates)",
+            self.path.display(),
+            self.certs.len()
+        )
     }
 }
 

@@ -233,6 +233,11 @@ pub(crate) struct RunArgs {
           default_value_t = !D.conditional, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) no_conditional: bool,
+
+    /// Trust only the CA certificates in this PEM file for HTTPS, instead of the system's
+    /// (as curl's --cacert) [default: the system's CA certificates]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -311,6 +316,13 @@ impl RunArgs {
         s.state = self.state.clone();
         s.changed_only = self.changed;
         s.conditional = !self.no_conditional;
+        s.ca_certs = match &self.cacert {
+            Some(path) => Some(
+                fetchall::CaCerts::from_pem_file(path)
+                    .map_err(|e| SettingsError::new("cacert", e))?,
+            ),
+            None => None,
+        };
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),

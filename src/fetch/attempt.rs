@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, LAST_MODIFIED,
-    RETRY_AFTER,
+    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue,
+    LAST_MODIFIED, RETRY_AFTER,
 };
 
 use super::classify::describe;
@@ -74,10 +74,21 @@ impl Outcome {
 
 /// The reqwest request for `request`, already completed by the flags' template (its method,
 /// headers and body are final). Every attempt, the first and each retry, builds it here.
-fn build_request(client: &reqwest::Client, request: &Request) -> reqwest::RequestBuilder {
+/// `last` (nothing else for its host is known to come): ask for the connection to be closed
+/// after the response (`Connection: close`, HTTP/1; hyper drops the header on HTTP/2), so it
+/// does not sit idle in the pool with its socket and TLS state. A `Connection` header of the
+/// request's own is left as it is.
+fn build_request(
+    client: &reqwest::Client,
+    request: &Request,
+    last: bool,
+) -> reqwest::RequestBuilder {
     let mut builder = client
         .request(request.method(), request.url.clone())
         .headers(request.headers.clone());
+    if last && !request.headers.contains_key(CONNECTION) {
+        builder = builder.header(CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(body) = &request.body {
         builder = builder.body(body.bytes());
     }
@@ -96,14 +107,16 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<Stri
     map
 }
 
-/// Make one attempt at `request`.
+/// Make one attempt at `request`; `last`: no other request to its host is known to come (see
+/// `build_request`).
 pub(crate) async fn attempt(
     client: &reqwest::Client,
     settings: &Settings,
     request: &Request,
+    last: bool,
 ) -> Outcome {
     let started = Instant::now();
-    let mut response = match build_request(client, request).send().await {
+    let mut response = match build_request(client, request, last).send().await {
         Ok(r) => r,
         Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
     };

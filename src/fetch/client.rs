@@ -48,5 +48,10 @@ pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);
     }
+    // --cacert: these roots only, as curl does; the system's roots are neither loaded nor
+    // trusted.
+    if let Some(ca) = &settings.ca_certs {
+        builder = builder.tls_certs_only(ca.certs().iter().cloned());
+    }
     builder.build().map_err(Error::Client)
 }

@@ -22,6 +22,7 @@ mod host;
 mod pushback;
 mod quota;
 mod state;
+mod timer;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -91,9 +92,17 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     host: HostKey,
     granted_at: Instant,
+    /// No other request to its host was waiting in the gate when it was admitted.
+    alone: bool,
 }
 
 impl Slot {
+    /// Whether no other request to this host was waiting when this one was admitted: with
+    /// the input read that far ahead, nothing else for the host is known to come.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone
+    }
+
     /// The instant the gate admitted the request: its start, as far as every limit is
     /// concerned (read right after its cells were taken, so never before them).
     pub(crate) fn granted_at(&self) -> Instant {
@@ -154,6 +163,7 @@ impl Gate {
                 global,
                 in_flight: 0,
                 hosts: HashMap::new(),
+                recent: state::Recent::default(),
                 ready: VecDeque::new(),
                 timed: BinaryHeap::new(),
                 last_sweep: Instant::now(),
@@ -198,6 +208,8 @@ impl Gate {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
                     granted_at,
+                    // It started at once because nothing of its host was waiting.
+                    alone: true,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));
@@ -357,6 +369,38 @@ mod tests {
         assert!(lock(&gate.shared).hosts.len() > 100);
         tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
         assert_eq!(lock(&gate.shared).hosts.len(), 0);
+    }
+
+    /// With a per-host rate, a host that just started keeps only its quota's TAT (not its
+    /// whole state) until the quota is full again, then nothing; and a host that comes back
+    /// meanwhile still waits its interval: the bound holds across the compaction.
+    #[tokio::test]
+    async fn recently_started_hosts_keep_only_their_schedule() {
+        let mut l = limits();
+        l.adaptive = false;
+        l.per_host_rates = vec!["20/s".parse().unwrap()];
+        let gate = Gate::new(l);
+        let keys: Vec<HostKey> = (0..1000u32)
+            .map(|i| HostKey::of(&url::Url::parse(&format!("http://h{i}.test/")).unwrap()))
+            .collect();
+        let mut first = Vec::new();
+        for key in &keys {
+            let slot = gate.admit(key).await;
+            first.push(slot.granted_at());
+        }
+        {
+            let st = lock(&gate.shared);
+            assert_eq!(st.hosts.len(), 0, "idle hosts keep their whole state");
+            assert_eq!(st.recent.len(), keys.len());
+        }
+        // Back again: each waits a full interval (50 ms) after its first start.
+        for (key, at) in keys.iter().zip(&first).take(20) {
+            let slot = gate.admit(key).await;
+            assert!(slot.granted_at() >= *at + Duration::from_millis(50));
+        }
+        tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
+        let st = lock(&gate.shared);
+        assert_eq!((st.hosts.len(), st.recent.len()), (0, 0));
     }
 
     /// Waiters of one host queue behind its cap; other hosts pass them.

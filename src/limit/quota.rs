@@ -214,6 +214,14 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
         })
     }
 
+    /// The quota's TAT (`None`: no cell taken yet), for [`Quota::with_clock`] to take up
+    /// again later: read the way `reshape` reads it, so it errs late, never early.
+    pub(super) fn into_tat(self) -> Option<Instant> {
+        let built = self.built;
+        let nanos = self.limiter.into_state_store().0.get();
+        (nanos > 0).then(|| built + Duration::from_nanos(nanos))
+    }
+
     /// The same schedule at another rate: a new governor limiter for `interval` and `burst`
     /// (`None`: the automatic burst for the new interval), whose TAT is this quota's TAT, or
     /// `defer_to` if that is later. (`defer_to = granted + T'`: after a cut, the next start

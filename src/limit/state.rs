@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::host::HostKey;
 use super::pushback::Aimd;
 use super::quota::Quota;
+use super::timer::COARSE_LATENESS;
 use super::{Limits, Slot};
 
 /// How often idle hosts are swept out of the host map.
@@ -19,12 +20,9 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle host whose adaptive rate is still cut is remembered (so a host that
 /// answered 429 does not get its full rate back just by being quiet for a second).
 const ADAPTIVE_MEMORY: Duration = Duration::from_secs(600);
-/// Timer wake-ups run this late or so: a wait whose quota cannot absorb that lateness (burst 1)
-/// sleeps until this much before its deadline and spins the rest (see [`wait_until`]).
-pub(super) const SPIN: Duration = Duration::from_millis(2);
-/// ... but only for intervals this long or longer, so spinning costs at most SPIN/interval
-/// (20%) of one core. Faster strict (burst 1) quotas accept the timer's lateness instead.
-const SPIN_MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// When a waiting host may start, and whether that wait must be precise: `Some(interval)` when
+/// the quota that decides it cannot absorb a late wake-up (see `timer`).
+pub(super) type Wake = (Instant, Option<Duration>);
 
 pub(super) struct State {
     pub(super) limits: Limits,
@@ -32,12 +30,45 @@ pub(super) struct State {
     pub(super) in_flight: usize,
     /// Boxed so the table itself stays small when it grows and shrinks with host churn.
     pub(super) hosts: HashMap<HostKey, Box<Host>>,
+    /// Hosts that are idle but whose one per-host quota is not full yet, kept as the hash of
+    /// their key and that quota's TAT (24 bytes, not the ~400 of a host with its key): what a
+    /// per-host rate must remember about a host it saw start recently, and nothing more. A
+    /// hash collision (two hosts in 2^64) would make the second host wait as if it were the
+    /// first, which errs on the polite side. Swept once a second, like `hosts`.
+    pub(super) recent: Recent,
     /// Hosts with waiters that may be able to start now, in round-robin order.
     pub(super) ready: VecDeque<HostKey>,
-    /// Hosts with waiters that must wait for their own quota or pause: (when, spin?, host).
-    pub(super) timed: BinaryHeap<Reverse<(Instant, bool, HostKey)>>,
+    /// Hosts with waiters that must wait for their own quota or pause: (when, strict
+    /// interval, host).
+    pub(super) timed: BinaryHeap<Reverse<(Instant, Option<Duration>, HostKey)>>,
     pub(super) last_sweep: Instant,
     pub(super) closed: bool,
+}
+
+/// See [`State::recent`].
+#[derive(Default)]
+pub(super) struct Recent {
+    tats: HashMap<u64, Instant>,
+    hasher: std::hash::RandomState,
+}
+
+impl Recent {
+    fn hash(&self, key: &HostKey) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    /// Keep only what a quota still needs (a TAT in the future: the bucket is not full).
+    fn sweep(&mut self, now: Instant) {
+        self.tats.retain(|_, tat| *tat > now);
+        if self.tats.capacity() > 4 * self.tats.len() + 64 {
+            self.tats.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.tats.len()
+    }
 }
 
 pub(super) struct Host {
@@ -69,15 +100,31 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Idle apart from one per-host quota that is not full yet (no pause, no adaptive state,
+    /// no second quota): all it has to remember is that quota's TAT.
+    fn only_a_quota_to_remember(&self, now: Instant) -> bool {
+        self.waiters.is_empty()
+            && self.in_flight == 0
+            && !self.queued
+            && self.paused_until.is_none_or(|p| p <= now)
+            && self.aimd.is_none()
+            && self.adaptive_quota.is_none()
+            && self.quotas.len() == 1
+    }
+}
+
 pub(super) struct Grant {
     pub(super) tx: oneshot::Sender<Slot>,
     pub(super) host: HostKey,
     pub(super) granted_at: Instant,
+    /// No other waiter of the host is left behind it.
+    pub(super) alone: bool,
 }
 
 impl State {
     pub(super) fn host_mut(&mut self, key: &HostKey, now: Instant) -> &mut Host {
-        host_entry(&mut self.hosts, &self.limits, key, now)
+        host_entry(&mut self.hosts, &mut self.recent, &self.limits, key, now)
     }
 
     pub(super) fn release(&mut self, key: &HostKey) {
@@ -95,6 +142,14 @@ impl State {
             // Forget it at once when nothing would be lost (no per-host quota, or full
             // again): most hosts of a long list of distinct hosts leave here, not in a sweep.
             self.hosts.remove(key);
+        } else if h.only_a_quota_to_remember(now) {
+            // A host with a per-host rate that just started: keep only its quota's TAT.
+            if let Some(h) = self.hosts.remove(key) {
+                let hash = self.recent.hash(key);
+                if let Some(tat) = h.quotas.into_iter().next().and_then(Quota::into_tat) {
+                    self.recent.tats.insert(hash, tat);
+                }
+            }
         }
     }
 
@@ -110,7 +165,7 @@ impl State {
         }
         let cap = self.limits.per_host_concurrency;
         // Not `host_mut`: the global quotas are taken below while `h` is held.
-        let h = host_entry(&mut self.hosts, &self.limits, key, now);
+        let h = host_entry(&mut self.hosts, &mut self.recent, &self.limits, key, now);
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
@@ -137,11 +192,7 @@ impl State {
 
     /// Start everything that may start at `now`; return when to look again (and whether that
     /// wait must be precise), or `None` to wait for a waiter or a slot.
-    pub(super) fn step(
-        &mut self,
-        now: Instant,
-        grants: &mut Vec<Grant>,
-    ) -> Option<(Instant, bool)> {
+    pub(super) fn step(&mut self, now: Instant, grants: &mut Vec<Grant>) -> Option<Wake> {
         while let Some(Reverse((at, _, _))) = self.timed.peek() {
             if *at > now {
                 break;
@@ -166,7 +217,8 @@ impl State {
         }
         let timed = self.timed.peek().map(|Reverse((at, p, _))| (*at, *p));
         // Idle hosts are swept even when nothing else would wake the driver.
-        let sweep = (!self.hosts.is_empty()).then(|| (self.last_sweep + SWEEP_EVERY, false));
+        let remembering = !self.hosts.is_empty() || !self.recent.tats.is_empty();
+        let sweep = remembering.then(|| (self.last_sweep + SWEEP_EVERY, None));
         [global_wait, timed, sweep]
             .into_iter()
             .flatten()
@@ -191,7 +243,7 @@ impl State {
         if let Some(until) = h.paused_until {
             if until > now {
                 h.queued = true;
-                self.timed.push(Reverse((until, false, key)));
+                self.timed.push(Reverse((until, None, key)));
                 return;
             }
             h.paused_until = None;
@@ -217,7 +269,7 @@ impl State {
             .chain(&mut h.adaptive_quota);
         if let Err(at) = take_all(quotas) {
             h.queued = true;
-            self.timed.push(Reverse((at, false, key)));
+            self.timed.push(Reverse((at, None, key)));
             return;
         }
         let granted_at = Instant::now();
@@ -229,6 +281,7 @@ impl State {
                 tx,
                 host: key.clone(),
                 granted_at,
+                alone: h.waiters.is_empty(),
             });
         }
         if !h.waiters.is_empty() {
@@ -266,23 +319,34 @@ impl State {
         if self.hosts.len() < before && self.hosts.capacity() > 4 * self.hosts.len() + 64 {
             self.hosts.shrink_to_fit();
         }
+        self.recent.sweep(now);
         self.last_sweep = now;
     }
 }
 
-/// `key`'s state, made fresh if the host is new (or was forgotten).
+/// `key`'s state, made fresh if the host is new (or was forgotten), with the TAT of its
+/// per-host quota if it was kept in `recent`.
 pub(super) fn host_entry<'a>(
     hosts: &'a mut HashMap<HostKey, Box<Host>>,
+    recent: &mut Recent,
     limits: &Limits,
     key: &HostKey,
     now: Instant,
 ) -> &'a mut Host {
     hosts.entry(key.clone()).or_insert_with(|| {
+        let tat = if recent.tats.is_empty() {
+            None
+        } else {
+            recent.tats.remove(&recent.hash(key))
+        };
         Box::new(Host {
             quotas: limits
                 .per_host_rates
                 .iter()
-                .map(|r| Quota::new(*r, limits.burst))
+                .map(|r| match tat {
+                    Some(tat) => Quota::scheduled(r.interval(), limits.burst, Some(tat)),
+                    None => Quota::new(*r, limits.burst),
+                })
                 .collect(),
             aimd: limits
                 .adaptive
@@ -299,16 +363,17 @@ pub(super) fn host_entry<'a>(
 
 /// When every quota in `quotas` accepts now (each is peeked): `None`; otherwise the first
 /// instant they all would (the latest of their ready times), and whether waiting for it must
-/// be precise (the quota that decides it has no tolerance for a late wake-up).
-fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<(Instant, bool)> {
-    let mut wait: Option<(Instant, bool)> = None;
+/// be precise: the interval of the quota that decides it, when that quota's tolerance is
+/// smaller than tokio's timer lateness (burst 1, or any burst at a slow enough rate).
+fn not_ready<'a>(quotas: impl Iterator<Item = &'a Quota>) -> Option<Wake> {
+    let mut wait: Option<Wake> = None;
     for q in quotas {
         let Err(w) = q.peek() else {
             continue;
         };
-        let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
+        let strict = (w.tolerance() < COARSE_LATENESS).then(|| w.quota.replenish_interval());
         if wait.is_none_or(|(at, _)| w.until > at) {
-            wait = Some((w.until, precise));
+            wait = Some((w.until, strict));
         }
     }
     wait

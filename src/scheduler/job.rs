@@ -153,10 +153,11 @@ impl Job {
         let method = self.request.method();
         loop {
             tally.count += 1;
+            let last = slot.as_ref().is_some_and(|s| ctx.last_for_host(s));
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
-                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request) => outcome,
+                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request, last) => outcome,
             };
             if let Some(slot) = &slot {
                 // Retry-After pauses the host; --adaptive adjusts its rate.

@@ -25,6 +25,7 @@
 mod job;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -32,7 +33,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::job::{Job, Polled};
 use crate::input::Line;
-use crate::limit::{Gate, HostKey};
+use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
 use crate::reorder::{Order, Place};
 use crate::resume::Done;
@@ -67,6 +68,8 @@ pub(crate) struct Context {
     pub hard: CancellationToken,
     /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
     pub alive: Arc<Semaphore>,
+    /// The dispatcher has read the whole input.
+    pub input_done: AtomicBool,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
     /// When polling: the outcomes of earlier rounds and runs.
@@ -114,6 +117,7 @@ pub(crate) async fn dispatch(
             Step::Stop => break,
         }
     }
+    dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     if let Some(done) = &dispatcher.ctx.done {
         tracing::info!(
             "resume: skipped {skipped} lines already ok in {} ({} ok records loaded)",
@@ -122,6 +126,17 @@ pub(crate) async fn dispatch(
         );
     }
     dispatcher.order
+}
+
+impl Context {
+    /// Whether a request just admitted with `slot` is the last one to its host as far as
+    /// anyone can know: nothing of its host waits in the gate, and the dispatcher has read
+    /// the whole input or as far ahead as the lookahead lets it (so every request it will
+    /// hold for a while is in the gate). Its connection is then not kept for reuse.
+    pub(crate) fn last_for_host(&self, slot: &Slot) -> bool {
+        slot.alone()
+            && (self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0)
+    }
 }
 
 /// What the dispatcher does with each line.

@@ -11,6 +11,7 @@ mod limits;
 mod politeness;
 mod polling;
 mod properties;
+mod resources;
 mod retries;
 mod security;
 mod server;
