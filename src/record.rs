@@ -47,8 +47,9 @@ pub struct Record {
     /// Requests made for this line, retries included (absent when none was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    /// With `--adaptive`: the host's adaptive rate limit (requests per second) after this
-    /// response, while it limits the host.
+    /// The pace limiting the host after this response (requests per second), while one
+    /// does: the slower of `--adaptive`'s rate and the pace from the host's quota headers
+    /// (0 while the host is paused for a spent budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rate: Option<f64>,
     /// The spec line's `id` (a string or a number), echoed.

@@ -72,6 +72,9 @@ pub struct Settings {
     pub adaptive: bool,
     /// Most jobs held waiting for admission (`--lookahead`).
     pub lookahead: NonZeroUsize,
+    /// Pace each host from the budget its responses announce in quota headers
+    /// (`RateLimit`, `X-RateLimit-*`); off with `--no-quota-headers`. See docs/api.md.
+    pub quota_headers: bool,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             per_host_rates: Vec::new(),
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
+            quota_headers: true,
         }
     }
 }

@@ -198,6 +198,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
     pub(crate) threads: u16,
+
+    /// Do not pace hosts from the quota headers their responses send (RateLimit,
+    /// RateLimit-Remaining/-Reset, X-RateLimit-Remaining/-Reset; see docs/api.md)
+    /// [default: off, i.e. paced]
+    #[arg(long)]
+    pub(crate) no_quota_headers: bool,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -269,6 +275,7 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        s.quota_headers = !self.no_quota_headers;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),

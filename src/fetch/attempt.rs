@@ -2,13 +2,14 @@
 //! came back as an [`Outcome`]. Whether to try again is not decided here (that is `retry`).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
 };
 
 use super::classify::describe;
+use crate::limit::{Budget, budget};
 use crate::record::{ErrorKind, RecordError};
 use crate::request::Request;
 use crate::settings::Settings;
@@ -25,6 +26,8 @@ pub(crate) struct Outcome {
     pub error: Option<RecordError>,
     /// The response's `Retry-After` header, for the retry policy.
     pub retry_after: Option<String>,
+    /// The host's budget, as the response's quota headers announce it (when they are read).
+    pub budget: Option<Budget>,
 }
 
 /// A response header's value, when it is text.
@@ -38,7 +41,8 @@ fn header(response: &reqwest::Response, name: HeaderName) -> Option<String> {
 
 impl Outcome {
     /// What the response's status line and headers say, before the body is read.
-    fn of_head(response: &reqwest::Response, with_headers: bool) -> Outcome {
+    fn of_head(response: &reqwest::Response, settings: &Settings) -> Outcome {
+        let with_headers = settings.response_headers;
         Outcome {
             status: Some(response.status().as_u16()),
             headers: with_headers.then(|| header_map(response.headers())),
@@ -47,6 +51,10 @@ impl Outcome {
             bytes: None,
             error: None,
             retry_after: header(response, RETRY_AFTER),
+            budget: settings
+                .quota_headers
+                .then(|| budget(response.headers(), SystemTime::now()))
+                .flatten(),
         }
     }
 
@@ -59,6 +67,7 @@ impl Outcome {
             bytes: None,
             error: Some(error),
             retry_after: None,
+            budget: None,
         }
     }
 }
@@ -99,7 +108,7 @@ pub(crate) async fn attempt(
         Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
     };
     let status = response.status();
-    let mut outcome = Outcome::of_head(&response, settings.response_headers);
+    let mut outcome = Outcome::of_head(&response, settings);
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
     let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());

@@ -19,8 +19,10 @@
 
 mod driver;
 mod host;
+mod pacing;
 mod pushback;
 mod quota;
+mod quota_headers;
 mod state;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 pub(crate) use self::host::HostKey;
+pub(crate) use self::quota_headers::{Budget, budget};
 use self::quota::Quota;
 use self::state::State;
 use crate::settings::Settings;
@@ -46,8 +49,11 @@ pub(crate) struct Limits {
     /// `None`: the automatic burst of each quota (see `quota::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub adaptive: bool,
-    /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
+    /// The longest pause a `Retry-After` or an exhausted budget imposes on a host
+    /// (`--max-retry-wait`).
     pub max_pause: Duration,
+    /// Pace each host from the budget its responses announce (see `pacing`).
+    pub quota_headers: bool,
 }
 
 impl Limits {
@@ -60,6 +66,7 @@ impl Limits {
             burst: s.burst,
             adaptive: s.adaptive,
             max_pause: s.retry.max_wait,
+            quota_headers: s.quota_headers,
         }
     }
 
@@ -77,6 +84,7 @@ pub(crate) struct Gate {
     /// Copies of two fixed limits, read on every response without taking the lock.
     max_pause: Duration,
     adaptive: bool,
+    quota_headers: bool,
 }
 
 struct Shared {
@@ -91,6 +99,8 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     host: HostKey,
     granted_at: Instant,
+    /// The host's first request, sent alone to learn its budget (see `pacing`).
+    probe: bool,
 }
 
 impl Slot {
@@ -147,7 +157,8 @@ impl Gate {
             let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
         }
-        let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
+        let (max_pause, adaptive, quota_headers) =
+            (limits.max_pause, limits.adaptive, limits.quota_headers);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 limits,
@@ -166,6 +177,7 @@ impl Gate {
             shared,
             max_pause,
             adaptive,
+            quota_headers,
         }
     }
 
@@ -192,12 +204,13 @@ impl Gate {
         {
             let mut st = lock(&self.shared);
             let now = Instant::now();
-            if let Some(granted_at) = st.start_at_once(host, now) {
+            if let Some((granted_at, probe)) = st.start_at_once(host, now) {
                 drop(st);
                 let slot = Slot {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
                     granted_at,
+                    probe,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));
@@ -232,16 +245,22 @@ impl Gate {
     }
 
     /// Tell the gate how the request behind `slot` went: a 429/503 with `Retry-After` pauses
-    /// the host, and with `--adaptive` a 429 cuts the host's rate and a success raises it.
-    /// Returns the host's adaptive rate afterwards (requests per second), when `--adaptive`
-    /// limits it.
+    /// the host, a quota-header `budget` paces it (see `pacing`), and with `--adaptive` a 429
+    /// cuts the host's rate and a success raises it. Returns the host's adaptive rate
+    /// afterwards (requests per second), when `--adaptive` limits it.
     pub(crate) fn feedback(
         &self,
         slot: &Slot,
         status: Option<u16>,
         retry_after: Option<&str>,
+        budget: Option<&Budget>,
     ) -> Option<f64> {
         let now = Instant::now();
+        // The lock is taken only when there is something to learn: most responses of a run
+        // without quota headers skip it.
+        if self.quota_headers && (slot.probe || budget.is_some()) {
+            self.learn(slot, budget, now);
+        }
         if let Some(status) = status
             && let Some(until) = pushback::pause_until(status, retry_after, now, self.max_pause)
         {
@@ -295,13 +314,66 @@ impl Gate {
 }
 
 impl Gate {
-    /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
+    /// The host's response was seen; its `budget`, if any, sets the host's pace.
+    fn learn(&self, slot: &Slot, budget: Option<&Budget>, now: Instant) {
+        let mut st = lock(&self.shared);
+        let h = st.host_mut(&slot.host, now);
+        h.pace.learned = true;
+        let Some(budget) = budget else { return };
+        let limit = budget
+            .limit
+            .map(|l| format!(" of {l}"))
+            .unwrap_or_default();
+        let said = format!(
+            "{} remaining{limit}, reset in {}",
+            budget.remaining,
+            crate::units::HumanDuration(budget.reset)
+        );
+        match h.pace.apply(budget, h.in_flight, now, self.max_pause) {
+            pacing::Change::Same => {}
+            pacing::Change::Paced(rate) => {
+                tracing::info!("{}: quota headers say {said}: pacing at {rate:.2}/s", slot.host);
+            }
+            pacing::Change::Unpaced => {
+                tracing::info!("{}: quota headers say {said}: no longer paced", slot.host);
+            }
+            pacing::Change::Exhausted {
+                until,
+                capped,
+                news,
+            } => {
+                let cap = if capped {
+                    " (capped at --max-retry-wait)"
+                } else {
+                    ""
+                };
+                if news {
+                    tracing::info!(
+                        "{}: quota headers say {said}: pausing the host for {:.1}s{cap}",
+                        slot.host,
+                        until.duration_since(now).as_secs_f64()
+                    );
+                }
+                if h.paused_until.is_none_or(|p| p < until) {
+                    h.paused_until = Some(until);
+                }
+            }
+        }
+    }
+
+    /// The pace limiting `host` now (requests per second): the slower of its adaptive rate
+    /// (`--adaptive`) and its quota-header pace (0 while paused for a spent budget).
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
-        if !self.adaptive {
+        if !self.adaptive && !self.quota_headers {
             return None;
         }
         let st = lock(&self.shared);
-        let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
+        let h = st.hosts.get(host)?;
+        let adaptive = h.aimd.as_ref().and_then(|a| a.rate());
+        let rate = [adaptive, h.pace.rate]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)?;
         Some((rate * 1000.0).round() / 1000.0)
     }
 }
@@ -342,6 +414,7 @@ mod tests {
             burst: None,
             adaptive: true,
             max_pause: Duration::from_secs(60),
+            quota_headers: false,
         }
     }
 

@@ -5,11 +5,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::host::HostKey;
+use super::pacing::Pace;
 use super::pushback::Aimd;
 use super::quota::Quota;
 use super::{Limits, Slot};
@@ -45,6 +47,8 @@ pub(super) struct Host {
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     pub(super) aimd: Option<Aimd>,
     pub(super) adaptive_quota: Option<Quota>,
+    /// Quota headers: the pace the host's latest budget allows (see `pacing`).
+    pub(super) pace: Pace,
     pub(super) in_flight: usize,
     pub(super) paused_until: Option<Instant>,
     pub(super) waiters: VecDeque<oneshot::Sender<Slot>>,
@@ -65,7 +69,18 @@ impl Host {
                 .quotas
                 .iter()
                 .chain(&self.adaptive_quota)
+                .chain(&self.pace.quota)
                 .all(Quota::is_full)
+    }
+
+    /// The most requests in flight the host may have now: its cap, or 1 while quota headers
+    /// are on and no response from it has been seen (see `pacing`).
+    fn cap(&self, limits: &Limits) -> Option<usize> {
+        let probe = (limits.quota_headers && !self.pace.learned).then_some(1);
+        match (limits.per_host_concurrency.map(NonZeroUsize::get), probe) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        }
     }
 }
 
@@ -73,6 +88,8 @@ pub(super) struct Grant {
     pub(super) tx: oneshot::Sender<Slot>,
     pub(super) host: HostKey,
     pub(super) granted_at: Instant,
+    /// The first request to a host whose budget is not known yet (see `pacing`).
+    pub(super) probe: bool,
 }
 
 impl State {
@@ -100,22 +117,26 @@ impl State {
 
     /// Start a request to `key` right now if nothing else is waiting and every limit allows
     /// it (the common case without contention, which then skips a round trip through the
-    /// driver). Returns the instant it started, if it did.
-    pub(super) fn start_at_once(&mut self, key: &HostKey, now: Instant) -> Option<Instant> {
+    /// driver). Returns the instant it started and whether it probes the host's budget, if
+    /// it did.
+    pub(super) fn start_at_once(
+        &mut self,
+        key: &HostKey,
+        now: Instant,
+    ) -> Option<(Instant, bool)> {
         if !self.ready.is_empty()
             || self.in_flight >= self.limits.concurrency.get()
             || not_ready(self.global.iter()).is_some()
         {
             return None;
         }
-        let cap = self.limits.per_host_concurrency;
         // Not `host_mut`: the global quotas are taken below while `h` is held.
         let h = host_entry(&mut self.hosts, &self.limits, key, now);
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
-            && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(h.quotas.iter().chain(&h.adaptive_quota)).is_none();
+            && h.cap(&self.limits).is_none_or(|c| h.in_flight < c)
+            && not_ready(h.quotas.iter().chain(&h.adaptive_quota).chain(&h.pace.quota)).is_none();
         if !free {
             return None;
         }
@@ -123,7 +144,8 @@ impl State {
             .global
             .iter_mut()
             .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
+            .chain(&mut h.adaptive_quota)
+            .chain(&mut h.pace.quota);
         if take_all(quotas).is_err() {
             // Then it waits in the queue like any other request.
             return None;
@@ -132,7 +154,7 @@ impl State {
         h.in_flight += 1;
         h.last_active = granted_at;
         self.in_flight += 1;
-        Some(granted_at)
+        Some((granted_at, self.limits.quota_headers && !h.pace.learned))
     }
 
     /// Start everything that may start at `now`; return when to look again (and whether that
@@ -196,15 +218,12 @@ impl State {
             }
             h.paused_until = None;
         }
-        if self
-            .limits
-            .per_host_concurrency
-            .is_some_and(|cap| h.in_flight >= cap.get())
-        {
+        if h.cap(&self.limits).is_some_and(|cap| h.in_flight >= cap) {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
-        if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
+        let own = h.quotas.iter().chain(&h.adaptive_quota).chain(&h.pace.quota);
+        if let Some((at, precise)) = not_ready(own) {
             h.queued = true;
             self.timed.push(Reverse((at, precise, key)));
             return;
@@ -214,7 +233,8 @@ impl State {
             .global
             .iter_mut()
             .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
+            .chain(&mut h.adaptive_quota)
+            .chain(&mut h.pace.quota);
         if let Err(at) = take_all(quotas) {
             h.queued = true;
             self.timed.push(Reverse((at, false, key)));
@@ -229,6 +249,7 @@ impl State {
                 tx,
                 host: key.clone(),
                 granted_at,
+                probe: self.limits.quota_headers && !h.pace.learned,
             });
         }
         if !h.waiters.is_empty() {
@@ -288,6 +309,7 @@ pub(super) fn host_entry<'a>(
                 .adaptive
                 .then(|| Aimd::new(limits.adaptive_ceiling())),
             adaptive_quota: None,
+            pace: Pace::default(),
             in_flight: 0,
             paused_until: None,
             waiters: VecDeque::new(),

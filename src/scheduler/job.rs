@@ -71,9 +71,14 @@ impl Job {
                 outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request) => outcome,
             };
             if let Some(slot) = &slot {
-                // Retry-After pauses the host; --adaptive adjusts its rate.
-                ctx.gate
-                    .feedback(slot, outcome.status, outcome.retry_after.as_deref());
+                // Retry-After pauses the host, quota headers pace it; --adaptive adjusts its
+                // rate.
+                ctx.gate.feedback(
+                    slot,
+                    outcome.status,
+                    outcome.retry_after.as_deref(),
+                    outcome.budget.as_ref(),
+                );
             }
             let Some(error) = &outcome.error else {
                 return (outcome, slot);
