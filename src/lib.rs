@@ -54,7 +54,7 @@
 //! What is public, and why: [`start`], [`start_with_cancel`] and [`Run`] run a pipeline;
 //! [`run`] and [`Run::write_to`] write its records as JSON lines through the one writer (the
 //! binary does this); [`Settings`] and its parts ([`RequestDefaults`], [`Body`],
-//! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`]) configure it, with the parsers a
+//! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`], [`Filter`]) configure it, with the parsers a
 //! front end needs to build them from text ([`parse_header`], [`parse_method`], the units'
 //! `FromStr`); [`Record`] and its parts describe each line; [`Error`] and [`SettingsError`]
 //! stop a run; [`count_records`] sizes a progress bar. Everything else is private.
@@ -66,6 +66,7 @@
 mod count;
 mod error;
 mod fetch;
+mod filter;
 mod header;
 mod input;
 mod limit;
@@ -84,6 +85,7 @@ mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
+pub use crate::filter::Filter;
 pub use crate::header::{parse_header, parse_method};
 pub use crate::input::Source;
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};

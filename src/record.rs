@@ -61,6 +61,10 @@ pub struct Record {
     /// Where the body was written (`--save-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<Saved>,
+    /// `--extract NAME=FILTER`: each name with its filter's first output on the body (null
+    /// when it yields nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<BTreeMap<String, Value>>,
 }
 
 /// A body written to `--save-dir`.
@@ -101,6 +105,7 @@ impl Record {
             headers: None,
             saved: None,
             host_rate: None,
+            extract: None,
         }
     }
 }
@@ -195,6 +200,11 @@ pub enum ErrorKind {
     InvalidSpec,
     /// The body could not be written to `--save-dir`.
     Save,
+    /// `--assert`'s filter yielded false, null or nothing on the body.
+    Assertion,
+    /// A jq filter (`--extract`, `--body-filter`, `--assert`, `--next`) failed on the body, or
+    /// the body is not JSON.
+    Filter,
 }
 
 impl ErrorKind {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::error::SettingsError;
+use crate::filter::Filter;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
@@ -75,6 +76,14 @@ pub struct Settings {
     /// Pace each host from the budget its responses announce in quota headers
     /// (`RateLimit`, `X-RateLimit-*`); off with `--no-quota-headers`. See docs/api.md.
     pub quota_headers: bool,
+    /// jq filters whose first output goes into the record's `extract` under their name
+    /// (`--extract NAME=FILTER`), run on each ok JSON body.
+    pub extract: Vec<(String, Filter)>,
+    /// The record's body becomes this filter's first output (`--body-filter`).
+    pub body_filter: Option<Filter>,
+    /// A record whose body makes this filter yield false, null or nothing is not ok (kind
+    /// `assertion`, `--assert`).
+    pub assert: Option<Filter>,
 }
 
 impl Default for Settings {
@@ -104,6 +113,9 @@ impl Default for Settings {
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
             quota_headers: true,
+            extract: Vec::new(),
+            body_filter: None,
+            assert: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
+    Body, BodyMode, ByteSize, Filter, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
     SettingsError,
 };
 use strum::VariantNames;
@@ -204,6 +204,22 @@ pub(crate) struct RunArgs {
     /// [default: off, i.e. paced]
     #[arg(long)]
     pub(crate) no_quota_headers: bool,
+
+    /// Add `extract.NAME` to each ok record: the first output of the jq FILTER on the JSON
+    /// body (null if none), e.g. --extract n='.items|length'. Repeatable. A filter that fails
+    /// on a body, or a body that is not JSON, fails the record (kind filter) [default: none]
+    #[arg(long, value_name = "NAME=FILTER")]
+    pub(crate) extract: Vec<String>,
+
+    /// Replace each ok record's body by the first output of this jq filter on the JSON body,
+    /// e.g. '{id, name}' [default: the whole body]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) body_filter: Option<String>,
+
+    /// Fail each ok record whose JSON body makes this jq filter yield false, null or nothing
+    /// (kind assertion), e.g. '.status != "error"' [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) assert: Option<String>,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -276,6 +292,19 @@ impl RunArgs {
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
         s.quota_headers = !self.no_quota_headers;
+        for e in &self.extract {
+            s.extract.push(extract(e)?);
+        }
+        s.body_filter = self
+            .body_filter
+            .as_deref()
+            .map(|f| filter("body-filter", f))
+            .transpose()?;
+        s.assert = self
+            .assert
+            .as_deref()
+            .map(|f| filter("assert", f))
+            .transpose()?;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),
@@ -325,6 +354,28 @@ impl RunArgs {
         };
         Ok(r)
     }
+}
+
+/// A jq filter, compiled; the error names the flag.
+fn filter(flag: &'static str, text: &str) -> Result<Filter, SettingsError> {
+    Filter::new(text).map_err(|e| SettingsError::new(flag, e))
+}
+
+/// `NAME=FILTER`, the name a plain word (letters, digits, `_`, `-`).
+fn extract(text: &str) -> Result<(String, Filter), SettingsError> {
+    let fail = |why: &str| SettingsError::new("extract", why);
+    let (name, f) = text
+        .split_once('=')
+        .ok_or_else(|| fail("expected NAME=FILTER, e.g. n='.items|length'"))?;
+    let name = name.trim();
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(word) {
+        return Err(fail(
+            "NAME must be letters, digits, `_` or `-` (as in NAME=FILTER)",
+        ));
+    }
+    let f = Filter::new(f).map_err(|e| SettingsError::new("extract", format!("{name}: {e}")))?;
+    Ok((name.to_owned(), f))
 }
 
 /// `@path` reads the file; anything else is the text itself.

@@ -13,7 +13,11 @@ use tokio::sync::mpsc;
 use super::Context;
 use crate::fetch::{self, Outcome};
 use crate::limit::{HostKey, Slot};
-use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError, encode_body};
+use super::filtered::{self, Filtered};
+use crate::record::{
+    BodyEncoding, BodyMode, ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError,
+    encode_body,
+};
 use crate::redact::display_url;
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
@@ -153,10 +157,23 @@ impl Job {
                 }
             }
         }
-        let body = outcome
-            .body
-            .as_deref()
-            .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
+        let mut filtered = Filtered::default();
+        if outcome.error.is_none()
+            && filtered::any(&ctx.settings)
+            && let Some(b) = &outcome.body
+        {
+            filtered = filtered::run(&ctx.settings, b);
+            outcome.error = filtered.error.take();
+        }
+        let body = match filtered.body {
+            // --body-filter's output is JSON whatever the response was (--body none still
+            // leaves it out).
+            Some(v) if ctx.settings.body != BodyMode::None => Some((v, BodyEncoding::Json)),
+            _ => outcome
+                .body
+                .as_deref()
+                .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b)),
+        };
         let (body, body_encoding) = body.unzip();
         Record {
             seq: self.seq,
@@ -178,6 +195,7 @@ impl Job {
             headers: outcome.headers,
             saved,
             host_rate: ctx.gate.host_rate(&self.host),
+            extract: filtered.extract,
         }
     }
 }

@@ -104,3 +104,77 @@ fn pacing_is_logged_once_per_change() {
     let lines = log.lines().filter(|l| l.contains("quota headers say")).count();
     assert!((1..=5).contains(&lines), "{lines} pacing lines:\n{log}");
 }
+
+/// `--extract`, `--assert` and `--body-filter` on each ok JSON body: real jq, each on the
+/// body as received; a failed assertion keeps the extracted values.
+#[test]
+fn filters_extract_assert_and_reshape_the_body() {
+    let server = ApiServer::start_in_background(1000, Duration::from_secs(1), Dialect::None);
+    let out = run(
+        &[
+            "--extract",
+            "n=.n",
+            "--extract",
+            "double=.n * 2",
+            "--extract",
+            "none=empty",
+            "--assert",
+            ".n != 3",
+            "--body-filter",
+            "{m: .n, odd: (.n % 2 == 1)}",
+        ],
+        &quota_urls(&server, 5),
+    );
+    let recs = crate::support::by_seq(records(&out.stdout));
+    assert_eq!(recs.len(), 5);
+    for (i, r) in recs.iter().enumerate() {
+        let n = i as u64;
+        assert_eq!(r["extract"]["n"], n, "{r}");
+        assert_eq!(r["extract"]["double"], n * 2, "{r}");
+        assert!(r["extract"]["none"].is_null(), "{r}");
+        if n == 3 {
+            assert_eq!(kind(r), "assertion", "{r}");
+            let message = r["error"]["message"].as_str().unwrap();
+            assert!(message.contains(".n != 3") && message.contains("false"), "{r}");
+            assert_eq!(r["body"]["n"], 3, "the failed record keeps the body as received");
+        } else {
+            assert_eq!(r["ok"], true, "{r}");
+            assert_eq!(r["body"], serde_json::json!({"m": n, "odd": n % 2 == 1}));
+            assert_eq!(r["body_encoding"], "json");
+        }
+    }
+}
+
+/// A filter that fails on a body, or a body that is not JSON, is that record's error (kind
+/// `filter`), never the run's; a filter that does not compile is a usage error naming its
+/// flag, before anything is fetched.
+#[test]
+fn filters_that_fail_are_record_errors_or_usage_errors() {
+    let server = ApiServer::start_in_background(1000, Duration::from_secs(1), Dialect::None);
+    let text = crate::server::Server::start_in_background();
+    let input = format!("{}\n{}\n", server.url("/q/1"), text.url("/text"));
+    let out = run(&["--extract", "k=.n|keys"], &input);
+    let recs = crate::support::by_seq(records(&out.stdout));
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert_eq!(kind(r), "filter", "{r}");
+        assert_eq!(r["ok"], false);
+    }
+    let message = recs[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--extract k="), "{message}");
+    assert!(recs[1]["error"]["message"].as_str().unwrap().contains("not JSON"));
+
+    for (flag, value) in [
+        ("--assert", ".items["),
+        ("--body-filter", "nope_fn(1)"),
+        ("--extract", "n=.["),
+        ("--extract", "no name"),
+    ] {
+        let out = run(&[flag, value], &input);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    assert_eq!(server.ok(), 1, "usage errors fetch nothing");
+}
