@@ -109,9 +109,6 @@ async fn failures_are_data(out: &mut impl Write, base: &str) -> io::Result<()> {
 async fn fetch(urls: &[String], concurrency: usize) -> io::Result<(Vec<Record>, f64)> {
     let mut settings = Settings::default();
     settings.concurrency = NonZeroUsize::new(concurrency).unwrap_or(NonZeroUsize::MIN);
-    // The lessons are about the semaphore alone: no first request sent alone to learn the
-    // lesson server's budget (it announces none).
-    settings.quota_headers = false;
     let input = urls.join("\n").into_bytes();
     let started = Instant::now();
     let mut run =

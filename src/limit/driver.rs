@@ -26,14 +26,12 @@ pub(super) async fn drive(shared: Arc<Shared>) {
             tx,
             host,
             granted_at,
-            probe,
         } in grants.drain(..)
         {
             let slot = Slot {
                 shared: Arc::clone(&shared),
                 host,
                 granted_at,
-                probe,
             };
             // A waiter that went away between the check and now: its slot comes straight
             // back (the cell it took is wasted, which errs on the polite side).

@@ -99,8 +99,6 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     host: HostKey,
     granted_at: Instant,
-    /// The host's first request, sent alone to learn its budget (see `pacing`).
-    probe: bool,
 }
 
 impl Slot {
@@ -204,13 +202,12 @@ impl Gate {
         {
             let mut st = lock(&self.shared);
             let now = Instant::now();
-            if let Some((granted_at, probe)) = st.start_at_once(host, now) {
+            if let Some(granted_at) = st.start_at_once(host, now) {
                 drop(st);
                 let slot = Slot {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
                     granted_at,
-                    probe,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));
@@ -256,9 +253,10 @@ impl Gate {
         budget: Option<&Budget>,
     ) -> Option<f64> {
         let now = Instant::now();
-        // The lock is taken only when there is something to learn: most responses of a run
-        // without quota headers skip it.
-        if self.quota_headers && (slot.probe || budget.is_some()) {
+        // The lock is taken only for a budget: responses without quota headers skip it.
+        if self.quota_headers
+            && let Some(budget) = budget
+        {
             self.learn(slot, budget, now);
         }
         if let Some(status) = status
@@ -314,12 +312,10 @@ impl Gate {
 }
 
 impl Gate {
-    /// The host's response was seen; its `budget`, if any, sets the host's pace.
-    fn learn(&self, slot: &Slot, budget: Option<&Budget>, now: Instant) {
+    /// The host's `budget`, announced by the response to `slot`, sets the host's pace.
+    fn learn(&self, slot: &Slot, budget: &Budget, now: Instant) {
         let mut st = lock(&self.shared);
         let h = st.host_mut(&slot.host, now);
-        h.pace.learned = true;
-        let Some(budget) = budget else { return };
         let limit = budget
             .limit
             .map(|l| format!(" of {l}"))

@@ -7,10 +7,9 @@
 //! will spend it), so a busy host is paced by what is really left. With nothing left the
 //! host pauses until the reset, at most `--max-retry-wait` (as a `Retry-After` does).
 //!
-//! Until a host has answered once, its budget is unknown: quota headers on, the first request
-//! to a host goes alone (a probe), so the next ones are paced from the start instead of
-//! bursting into a quota of which nothing is known. This module decides; the gate applies
-//! the result under its lock. It does not parse headers (that is `quota_headers`).
+//! Until a host has answered once, its budget is unknown, and nothing holds its first
+//! requests back beyond the user's limits. This module decides; the gate applies the result
+//! under its lock. It does not parse headers (that is `quota_headers`).
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,6 @@ const EXHAUSTED_MIN_PAUSE: Duration = Duration::from_secs(1);
 /// One host's pace from its quota headers.
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
-    /// A response from the host has been seen (its budget, or that it sends none, is known).
-    pub(super) learned: bool,
     /// While a budget limits the host: one start per `reset / remaining`.
     pub(super) quota: Option<Quota>,
     /// The pace in effect, requests per second (0 while paused for an exhausted budget).

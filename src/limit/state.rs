@@ -5,7 +5,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -72,24 +71,12 @@ impl Host {
                 .chain(&self.pace.quota)
                 .all(Quota::is_full)
     }
-
-    /// The most requests in flight the host may have now: its cap, or 1 while quota headers
-    /// are on and no response from it has been seen (see `pacing`).
-    fn cap(&self, limits: &Limits) -> Option<usize> {
-        let probe = (limits.quota_headers && !self.pace.learned).then_some(1);
-        match (limits.per_host_concurrency.map(NonZeroUsize::get), probe) {
-            (Some(c), Some(p)) => Some(c.min(p)),
-            (c, p) => c.or(p),
-        }
-    }
 }
 
 pub(super) struct Grant {
     pub(super) tx: oneshot::Sender<Slot>,
     pub(super) host: HostKey,
     pub(super) granted_at: Instant,
-    /// The first request to a host whose budget is not known yet (see `pacing`).
-    pub(super) probe: bool,
 }
 
 impl State {
@@ -117,25 +104,21 @@ impl State {
 
     /// Start a request to `key` right now if nothing else is waiting and every limit allows
     /// it (the common case without contention, which then skips a round trip through the
-    /// driver). Returns the instant it started and whether it probes the host's budget, if
-    /// it did.
-    pub(super) fn start_at_once(
-        &mut self,
-        key: &HostKey,
-        now: Instant,
-    ) -> Option<(Instant, bool)> {
+    /// driver). Returns the instant it started, if it did.
+    pub(super) fn start_at_once(&mut self, key: &HostKey, now: Instant) -> Option<Instant> {
         if !self.ready.is_empty()
             || self.in_flight >= self.limits.concurrency.get()
             || not_ready(self.global.iter()).is_some()
         {
             return None;
         }
+        let cap = self.limits.per_host_concurrency;
         // Not `host_mut`: the global quotas are taken below while `h` is held.
         let h = host_entry(&mut self.hosts, &self.limits, key, now);
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
-            && h.cap(&self.limits).is_none_or(|c| h.in_flight < c)
+            && cap.is_none_or(|c| h.in_flight < c.get())
             && not_ready(h.quotas.iter().chain(&h.adaptive_quota).chain(&h.pace.quota)).is_none();
         if !free {
             return None;
@@ -154,7 +137,7 @@ impl State {
         h.in_flight += 1;
         h.last_active = granted_at;
         self.in_flight += 1;
-        Some((granted_at, self.limits.quota_headers && !h.pace.learned))
+        Some(granted_at)
     }
 
     /// Start everything that may start at `now`; return when to look again (and whether that
@@ -218,7 +201,11 @@ impl State {
             }
             h.paused_until = None;
         }
-        if h.cap(&self.limits).is_some_and(|cap| h.in_flight >= cap) {
+        if self
+            .limits
+            .per_host_concurrency
+            .is_some_and(|cap| h.in_flight >= cap.get())
+        {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
@@ -249,7 +236,6 @@ impl State {
                 tx,
                 host: key.clone(),
                 granted_at,
-                probe: self.limits.quota_headers && !h.pace.learned,
             });
         }
         if !h.waiters.is_empty() {
