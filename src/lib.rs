@@ -71,6 +71,7 @@ mod header;
 mod input;
 mod limit;
 mod output;
+mod paging;
 mod record;
 mod redact;
 mod reorder;

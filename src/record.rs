@@ -65,6 +65,13 @@ pub struct Record {
     /// when it yields nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<BTreeMap<String, Value>>,
+    /// With pagination: the page's number among its line's pages, 0-based (the line's own
+    /// URL is page 0). Every page has its own record, with the line's `seq` and `line`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// In-process only (never written): another page of this line follows this record.
+    #[serde(skip)]
+    pub more_pages: bool,
 }
 
 /// A body written to `--save-dir`.
@@ -106,6 +113,8 @@ impl Record {
             saved: None,
             host_rate: None,
             extract: None,
+            page: None,
+            more_pages: false,
         }
     }
 }
@@ -205,6 +214,8 @@ pub enum ErrorKind {
     /// A jq filter (`--extract`, `--body-filter`, `--assert`, `--next`) failed on the body, or
     /// the body is not JSON.
     Filter,
+    /// Pagination led back to a URL the line already fetched (a page loop).
+    PageLoop,
 }
 
 impl ErrorKind {

@@ -118,7 +118,8 @@ pub(crate) fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool
         | ErrorKind::InvalidSpec
         | ErrorKind::Save
         | ErrorKind::Assertion
-        | ErrorKind::Filter => false,
+        | ErrorKind::Filter
+        | ErrorKind::PageLoop => false,
     }
 }
 

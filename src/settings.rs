@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::error::SettingsError;
 use crate::filter::Filter;
+use crate::paging::Paging;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
@@ -84,6 +85,16 @@ pub struct Settings {
     /// A record whose body makes this filter yield false, null or nothing is not ok (kind
     /// `assertion`, `--assert`).
     pub assert: Option<Filter>,
+    /// Follow each page's `Link: <...>; rel="next"` header (`--follow-next`).
+    pub follow_next: bool,
+    /// A jq filter over each page's JSON body yielding the next page's URL, or a cursor with
+    /// `next_param` (`--next`).
+    pub next: Option<Filter>,
+    /// Put the cursor `next` yields into this query parameter of the line's URL
+    /// (`--next-param`).
+    pub next_param: Option<String>,
+    /// Pages fetched at most per line, the first included (`--max-pages`).
+    pub max_pages: NonZeroU32,
 }
 
 impl Default for Settings {
@@ -116,11 +127,26 @@ impl Default for Settings {
             extract: Vec::new(),
             body_filter: None,
             assert: None,
+            follow_next: false,
+            next: None,
+            next_param: None,
+            max_pages: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
 
 impl Settings {
+    /// How `request` is paginated: its spec's keys, else these settings.
+    pub(crate) fn paging_for(&self, request: &crate::request::Request) -> Paging {
+        let spec = &request.paging;
+        Paging {
+            follow_next: spec.follow_next.unwrap_or(self.follow_next),
+            next: spec.next.clone().or_else(|| self.next.clone()),
+            next_param: spec.next_param.clone().or_else(|| self.next_param.clone()),
+            max_pages: spec.max_pages.unwrap_or(self.max_pages),
+        }
+    }
+
     /// Check what the field types cannot: every duration that bounds a wait is above zero,
     /// and the User-Agent is a valid header value. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
@@ -135,6 +161,12 @@ impl Settings {
                     "must be greater than zero (a zero timeout would fail every request)",
                 ));
             }
+        }
+        if self.next_param.is_some() && self.next.is_none() {
+            return Err(SettingsError::new(
+                "next-param",
+                "needs --next (the filter that yields the cursor)",
+            ));
         }
         crate::header::value("User-Agent", &self.user_agent)
             .map_err(|e| SettingsError::new("user-agent", e))?;

@@ -220,6 +220,28 @@ pub(crate) struct RunArgs {
     /// (kind assertion), e.g. '.status != "error"' [default: none]
     #[arg(long, value_name = "FILTER")]
     pub(crate) assert: Option<String>,
+
+    /// Paginate: after each page, fetch the one its `Link: <...>; rel="next"` header names
+    /// (relative links resolved). Each page gets its own record with "page" (0-based)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value_t = D.follow_next, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) follow_next: bool,
+
+    /// Paginate: a jq filter over each page's JSON body yielding the next page's URL
+    /// (absolute or relative), or with --next-param a cursor; null, false, "" or no output
+    /// ends the line [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) next: Option<String>,
+
+    /// Put the cursor --next yields into this query parameter of the line's own URL
+    /// [default: --next yields URLs]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) next_param: Option<String>,
+
+    /// Most pages fetched per line with --follow-next or --next, the first included
+    #[arg(long, value_name = "N", default_value_t = D.max_pages)]
+    pub(crate) max_pages: NonZeroU32,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -305,6 +327,10 @@ impl RunArgs {
             .as_deref()
             .map(|f| filter("assert", f))
             .transpose()?;
+        s.follow_next = self.follow_next;
+        s.next = self.next.as_deref().map(|f| filter("next", f)).transpose()?;
+        s.next_param = self.next_param.clone();
+        s.max_pages = self.max_pages;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),

@@ -28,6 +28,8 @@ pub(crate) struct Outcome {
     pub retry_after: Option<String>,
     /// The host's budget, as the response's quota headers announce it (when they are read).
     pub budget: Option<Budget>,
+    /// The response's `Link` header values, joined with commas (for pagination).
+    pub link: Option<String>,
 }
 
 /// A response header's value, when it is text.
@@ -55,6 +57,7 @@ impl Outcome {
                 .quota_headers
                 .then(|| budget(response.headers(), SystemTime::now()))
                 .flatten(),
+            link: link(response.headers()),
         }
     }
 
@@ -68,8 +71,19 @@ impl Outcome {
             error: Some(error),
             retry_after: None,
             budget: None,
+            link: None,
         }
     }
+}
+
+/// Every `Link` header value that is text, joined with commas (RFC 8288 allows either form).
+fn link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// The reqwest request for `request`, already completed by the flags' template (its method,

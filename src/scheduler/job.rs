@@ -6,9 +6,11 @@
 //! `Retry-After` past `--max-retry-wait`, a stop, or the grace running out) yields the last
 //! outcome, and [`Job::finish`] turns that into the record.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use url::Url;
 
 use super::Context;
 use crate::fetch::{self, Outcome};
@@ -42,19 +44,97 @@ struct Attempts {
 }
 
 impl Job {
-    /// Run the admitted job to its record and hand that to the output. The slot is held until
-    /// the record is handed over, so a slow reader slows the fetching.
-    pub(super) async fn run(self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
-        let mut tally = Attempts {
-            first_start: slot.granted_at(),
-            count: 0,
-            previous: Vec::new(),
-        };
-        let (outcome, slot) = self.attempt_until_done(ctx, slot, &mut tally).await;
-        let record = self.finish(ctx, outcome, tally).await;
-        // A send error means the reader is gone; the record has nowhere to go.
-        let _ = records.send(record).await;
-        drop(slot);
+    /// Run the admitted job to its record (one per page, with pagination) and hand each to
+    /// the output. The slot is held until the record is handed over, so a slow reader slows
+    /// the fetching.
+    ///
+    /// Pages of the line go one after another: after a page's record, the next page queues
+    /// again at the front of its host's queue (as a retry does), past every cap, quota and
+    /// pause. The line ends at its last page, at a page that failed, at `--max-pages`, or at a
+    /// page loop (a URL the line fetched already), which gets a record of its own.
+    pub(super) async fn run(mut self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
+        let paging = ctx.settings.paging_for(&self.request);
+        let paged = paging.active();
+        let original = self.request.url.clone();
+        let mut seen = HashSet::from([original.clone()]);
+        let mut slot = slot;
+        let mut page = 0u32;
+        loop {
+            let mut tally = Attempts {
+                first_start: slot.granted_at(),
+                count: 0,
+                previous: Vec::new(),
+            };
+            let (outcome, held) = self.attempt_until_done(ctx, slot, &mut tally).await;
+            let next = match (paged, &outcome.error) {
+                (true, None) => paging.next_url(
+                    &original,
+                    &self.request.url,
+                    outcome.link.as_deref(),
+                    outcome.body.as_deref(),
+                ),
+                _ => Ok(None),
+            };
+            let mut record = self.finish(ctx, outcome, tally).await;
+            let next = match next {
+                Ok(next) => next,
+                Err(why) => {
+                    if record.error.is_none() {
+                        record.ok = false;
+                        record.error = Some(RecordError::new(ErrorKind::Filter, why));
+                    }
+                    None
+                }
+            };
+            let next = next.filter(|_| {
+                let more = page + 1 < paging.max_pages.get();
+                if !more {
+                    tracing::info!(
+                        "line {}: stopped at --max-pages {} with a next page left",
+                        self.line,
+                        paging.max_pages
+                    );
+                }
+                more
+            });
+            if paged {
+                record.page = Some(page);
+            }
+            record.more_pages = next.is_some();
+            // A send error means the reader is gone; the record has nowhere to go.
+            let gone = records.send(record).await.is_err();
+            drop(held);
+            let Some(next) = next else { return };
+            if gone {
+                return;
+            }
+            page += 1;
+            if !seen.insert(next.clone()) {
+                let _ = records.send(self.page_loop(&next, page)).await;
+                return;
+            }
+            self.host = HostKey::of(&next);
+            self.request.url = next;
+            slot = tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => return,
+                slot = ctx.gate.admit_retry(&self.host) => slot,
+            };
+        }
+    }
+
+    /// The record of a page whose URL the line fetched already (nothing is fetched).
+    fn page_loop(&self, url: &Url, page: u32) -> Record {
+        let mut record = Record::input_error(
+            self.seq,
+            self.line,
+            display_url(url),
+            ErrorKind::PageLoop,
+            format!("page {page} would fetch a URL this line fetched already (a page loop)"),
+        );
+        record.id = self.request.id.clone();
+        record.page = Some(page);
+        record
     }
 
     /// Attempt until an outcome is final. Returns it with the slot still held, if any (none
@@ -196,6 +276,8 @@ impl Job {
             saved,
             host_rate: ctx.gate.host_rate(&self.host),
             extract: filtered.extract,
+            page: None,
+            more_pages: false,
         }
     }
 }

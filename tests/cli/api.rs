@@ -178,3 +178,92 @@ fn filters_that_fail_are_record_errors_or_usage_errors() {
     }
     assert_eq!(server.ok(), 1, "usage errors fetch nothing");
 }
+
+/// `--follow-next`: every page of every line fetched exactly once, one record per page with
+/// the line's seq and a 0-based page; `--ordered` orders them by (seq, page).
+#[test]
+fn follow_next_fetches_every_page_once_in_order() {
+    let server = ApiServer::start_in_background(1_000_000, Duration::from_secs(1), Dialect::None);
+    let input: String = (0..6)
+        .map(|l| format!("{}\n", server.url(&format!("/pages/{l}/0?n=5"))))
+        .collect();
+    let out = run(&["--follow-next", "--ordered", "-c", "4"], &input);
+    assert!(out.status.success(), "{out:?}");
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), 30);
+    let order: Vec<(u64, u64)> = recs
+        .iter()
+        .map(|r| (r["seq"].as_u64().unwrap(), r["page"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(u64, u64)> = (0..6).flat_map(|s| (0..5).map(move |p| (s, p))).collect();
+    assert_eq!(order, want, "ordered by (seq, page)");
+    for r in &recs {
+        let (seq, page) = (r["seq"].as_u64().unwrap(), r["page"].as_u64().unwrap());
+        assert_eq!(r["line"], seq + 1);
+        assert_eq!(r["body"]["page"], page);
+        assert!(r["url"].as_str().unwrap().contains(&format!("/pages/{seq}/{page}")));
+    }
+    let paths = server.paths();
+    assert_eq!(paths.len(), 30);
+    assert!(paths.values().all(|&n| n == 1), "a page fetched twice: {paths:?}");
+}
+
+/// `--next` over a JSON cursor with `--next-param`; `--max-pages` bounds each line; a spec
+/// line turns pagination on for itself alone.
+#[test]
+fn next_cursor_max_pages_and_spec_lines() {
+    let server = ApiServer::start_in_background(1_000_000, Duration::from_secs(1), Dialect::None);
+    let input = format!(
+        "{}\n{}\n",
+        server.url("/cursor/0?n=4"),
+        server.url("/cursor/1?n=50")
+    );
+    let out = run(
+        &["--next", ".next_cursor", "--next-param", "cursor", "--max-pages", "10"],
+        &input,
+    );
+    let recs = crate::support::by_seq(records(&out.stdout));
+    assert_eq!(recs.iter().filter(|r| r["seq"] == 0).count(), 4);
+    assert_eq!(recs.iter().filter(|r| r["seq"] == 1).count(), 10, "--max-pages");
+    assert!(recs.iter().all(|r| r["ok"] == true));
+
+    let spec = format!(
+        "{}\n{{\"url\": \"{}\", \"follow_next\": true, \"max_pages\": 3}}\n",
+        server.url("/pages/7/0?n=5"),
+        server.url("/pages/8/0?n=5")
+    );
+    let recs = records(&run(&[], &spec).stdout);
+    assert_eq!(recs.iter().filter(|r| r["seq"] == 0).count(), 1);
+    assert!(recs.iter().filter(|r| r["seq"] == 0).all(|r| r.get("page").is_none()));
+    assert_eq!(recs.iter().filter(|r| r["seq"] == 1).count(), 3);
+}
+
+/// A page loop is an error record of its own kind; a page that fails mid-list is that page's
+/// record, and the line's earlier pages keep theirs.
+#[test]
+fn page_loops_and_failures_mid_list() {
+    let server = ApiServer::start_in_background(1_000_000, Duration::from_secs(1), Dialect::None);
+    let input = format!(
+        "{}\n{}\n",
+        server.url("/pages/0/0?n=3&looped=true"),
+        server.url("/pages/1/0?n=5&fail=2")
+    );
+    let out = run(&["--follow-next", "--retries", "0"], &input);
+    assert_eq!(out.status.code(), Some(1));
+    let recs = records(&out.stdout);
+    let line = |seq: u64| -> Vec<&serde_json::Value> {
+        let mut v: Vec<_> = recs.iter().filter(|r| r["seq"] == seq).collect();
+        v.sort_by_key(|r| r["page"].as_u64());
+        v
+    };
+    let looped = line(0);
+    assert_eq!(looped.len(), 4, "{looped:?}");
+    assert!(looped[..3].iter().all(|r| r["ok"] == true));
+    assert_eq!(kind(looped[3]), "page_loop");
+    assert_eq!(looped[3]["page"], 3);
+    let failed = line(1);
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(failed[..2].iter().all(|r| r["ok"] == true));
+    assert_eq!((failed[2]["status"].as_u64(), kind(failed[2])), (Some(500), "http_status"));
+    assert_eq!(server.paths().values().sum::<usize>(), 3 + 3, "nothing fetched twice");
+}
