@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 N=${N:-300} QUOTA=${QUOTA:-50} WINDOW=${WINDOW:-10}
 LINES=${LINES:-100} PAGES=${PAGES:-20}
 PARTS=${PARTS:-quota pages}
-TARGET=${CARGO_TARGET_DIR:-target}
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c "import json,sys; print(json.load(sys.stdin)['target_directory'])")
 cargo build --release --quiet --bin fetchall --example api_server
 BIN=$TARGET/release/fetchall
 SERVER=$TARGET/release/examples/api_server
