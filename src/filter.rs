@@ -110,9 +110,12 @@ pub(crate) struct Input(Val);
 impl Input {
     /// `bytes` as JSON, or why not.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Input, String> {
-        jaq_json::read::parse_single(bytes)
-            .map(Input)
-            .map_err(|e| format!("the body is not JSON ({})", crate::redact::bounded(&e.to_string(), 80)))
+        jaq_json::read::parse_single(bytes).map(Input).map_err(|e| {
+            format!(
+                "the body is not JSON ({})",
+                crate::redact::bounded(&e.to_string(), 80)
+            )
+        })
     }
 }
 
@@ -174,7 +177,10 @@ mod tests {
         assert_eq!(run(".items|length", body), Ok(Some(json!(2))));
         assert_eq!(run("[.items[].id]", body), Ok(Some(json!([1, 2]))));
         assert_eq!(
-            run("{first: .items[0].id, n: (.items|map(select(.tags|length>0))|length)}", body),
+            run(
+                "{first: .items[0].id, n: (.items|map(select(.tags|length>0))|length)}",
+                body
+            ),
             Ok(Some(json!({"first": 1, "n": 1})))
         );
         assert_eq!(run(".missing", body), Ok(Some(Value::Null)));

@@ -41,9 +41,9 @@ impl Paging {
     ) -> Result<Option<Url>, String> {
         if let Some(filter) = &self.next {
             let input = Input::parse(body.unwrap_or_default())?;
-            let value = filter
-                .first(&input)
-                .map_err(|e| format!("--next {}: {e}", crate::redact::bounded(filter.text(), 100)))?;
+            let value = filter.first(&input).map_err(|e| {
+                format!("--next {}: {e}", crate::redact::bounded(filter.text(), 100))
+            })?;
             let text = match value {
                 None | Some(Value::Null | Value::Bool(false)) => return Ok(None),
                 Some(Value::String(s)) if s.is_empty() => return Ok(None),
@@ -133,10 +133,19 @@ mod tests {
     #[test]
     fn link_next_finds_the_next_relation() {
         let h = r#"<https://api.test/items?page=1>; rel="prev", <https://api.test/items?page=3>; rel="next""#;
-        assert_eq!(link_next(h).as_deref(), Some("https://api.test/items?page=3"));
-        assert_eq!(link_next("</a?b=1,2>; REL=\"first next\"").as_deref(), Some("/a?b=1,2"));
+        assert_eq!(
+            link_next(h).as_deref(),
+            Some("https://api.test/items?page=3")
+        );
+        assert_eq!(
+            link_next("</a?b=1,2>; REL=\"first next\"").as_deref(),
+            Some("/a?b=1,2")
+        );
         assert_eq!(link_next("<x>; rel=next").as_deref(), Some("x"));
-        assert_eq!(link_next("<1>; rel=\"next\", </0>; rel=\"first\"").as_deref(), Some("1"));
+        assert_eq!(
+            link_next("<1>; rel=\"next\", </0>; rel=\"first\"").as_deref(),
+            Some("1")
+        );
         assert_eq!(link_next("<x>; rel=\"nextish\""), None);
         assert_eq!(link_next("garbage <"), None);
         assert_eq!(link_next(""), None);
@@ -154,7 +163,10 @@ mod tests {
         };
         let next = p.next_url(&original, &page, Some("<3?n=3>; rel=\"next\""), None);
         assert_eq!(next.unwrap().unwrap().as_str(), "http://a.test/list/3?n=3");
-        assert!(p.next_url(&original, &page, Some("<ftp://x/>; rel=next"), None).is_err());
+        assert!(
+            p.next_url(&original, &page, Some("<ftp://x/>; rel=next"), None)
+                .is_err()
+        );
         let p = Paging {
             next: Some(Filter::new(".next").unwrap()),
             next_param: Some("cursor".into()),
@@ -165,8 +177,14 @@ mod tests {
             next.unwrap().unwrap().as_str(),
             "http://a.test/list?n=3&cursor=c+2"
         );
-        assert_eq!(p.next_url(&original, &page, None, Some(br#"{"next":null}"#)), Ok(None));
-        assert!(p.next_url(&original, &page, None, Some(br#"{"next":[1]}"#)).is_err());
+        assert_eq!(
+            p.next_url(&original, &page, None, Some(br#"{"next":null}"#)),
+            Ok(None)
+        );
+        assert!(
+            p.next_url(&original, &page, None, Some(br#"{"next":[1]}"#))
+                .is_err()
+        );
         assert!(p.next_url(&original, &page, None, Some(b"<html>")).is_err());
     }
 }

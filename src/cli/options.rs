@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, Filter, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
-    SettingsError,
+    Body, BodyMode, ByteSize, Filter, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy,
+    Settings, SettingsError,
 };
 use strum::VariantNames;
 
@@ -328,7 +328,11 @@ impl RunArgs {
             .map(|f| filter("assert", f))
             .transpose()?;
         s.follow_next = self.follow_next;
-        s.next = self.next.as_deref().map(|f| filter("next", f)).transpose()?;
+        s.next = self
+            .next
+            .as_deref()
+            .map(|f| filter("next", f))
+            .transpose()?;
         s.next_param = self.next_param.clone();
         s.max_pages = self.max_pages;
         s.check()?;

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 pub(crate) use self::host::HostKey;
-pub(crate) use self::quota_headers::{Budget, budget};
 use self::quota::Quota;
+pub(crate) use self::quota_headers::{Budget, budget};
 use self::state::State;
 use crate::settings::Settings;
 use crate::units::Rate;
@@ -316,10 +316,7 @@ impl Gate {
     fn learn(&self, slot: &Slot, budget: &Budget, now: Instant) {
         let mut st = lock(&self.shared);
         let h = st.host_mut(&slot.host, now);
-        let limit = budget
-            .limit
-            .map(|l| format!(" of {l}"))
-            .unwrap_or_default();
+        let limit = budget.limit.map(|l| format!(" of {l}")).unwrap_or_default();
         let said = format!(
             "{} remaining{limit}, reset in {}",
             budget.remaining,
@@ -328,7 +325,10 @@ impl Gate {
         match h.pace.apply(budget, h.in_flight, now, self.max_pause) {
             pacing::Change::Same => {}
             pacing::Change::Paced(rate) => {
-                tracing::info!("{}: quota headers say {said}: pacing at {rate:.2}/s", slot.host);
+                tracing::info!(
+                    "{}: quota headers say {said}: pacing at {rate:.2}/s",
+                    slot.host
+                );
             }
             pacing::Change::Unpaced => {
                 tracing::info!("{}: quota headers say {said}: no longer paced", slot.host);

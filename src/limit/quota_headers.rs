@@ -300,7 +300,10 @@ mod tests {
     #[test]
     fn a_missing_t_comes_from_the_policy_window() {
         let h = map(&[
-            ("RateLimit-Policy", r#""burst";q=10;w=1, "day";q=1000;w=86400"#),
+            (
+                "RateLimit-Policy",
+                r#""burst";q=10;w=1, "day";q=1000;w=86400"#,
+            ),
             ("RateLimit", r#""burst";r=9, "day";r=5;t=3600"#),
         ]);
         // burst: 9 per 1 s; day: 5 per hour. The day is tighter.
@@ -328,7 +331,11 @@ mod tests {
             )
         };
         assert_eq!(h("-5", "10"), b(0, 10, None), "negative remaining is 0");
-        assert_eq!(h("3", "1700000000"), b(3, 0, None), "a reset in the past is now");
+        assert_eq!(
+            h("3", "1700000000"),
+            b(3, 0, None),
+            "a reset in the past is now"
+        );
         assert_eq!(h("garbage", "10"), None);
         assert_eq!(h("3", "soon"), None);
         assert_eq!(h("3", "-1"), None);

@@ -119,7 +119,13 @@ impl State {
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
             && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(h.quotas.iter().chain(&h.adaptive_quota).chain(&h.pace.quota)).is_none();
+            && not_ready(
+                h.quotas
+                    .iter()
+                    .chain(&h.adaptive_quota)
+                    .chain(&h.pace.quota),
+            )
+            .is_none();
         if !free {
             return None;
         }
@@ -209,7 +215,11 @@ impl State {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
-        let own = h.quotas.iter().chain(&h.adaptive_quota).chain(&h.pace.quota);
+        let own = h
+            .quotas
+            .iter()
+            .chain(&h.adaptive_quota)
+            .chain(&h.pace.quota);
         if let Some((at, precise)) = not_ready(own) {
             h.queued = true;
             self.timed.push(Reverse((at, precise, key)));

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use super::Context;
+use super::filtered::{self, Filtered};
 use crate::fetch::{self, Outcome};
 use crate::limit::{HostKey, Slot};
-use super::filtered::{self, Filtered};
 use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError,
     encode_body,

@@ -8,7 +8,9 @@ use crate::support::{kind, records, run};
 
 /// `n` URLs of the quota server, one a line.
 fn quota_urls(server: &ApiServer, n: usize) -> String {
-    (0..n).map(|i| format!("{}\n", server.url(&format!("/q/{i}")))).collect()
+    (0..n)
+        .map(|i| format!("{}\n", server.url(&format!("/q/{i}"))))
+        .collect()
 }
 
 /// With quota headers read (the default), a burst of URLs against a quota of 10 per second
@@ -101,7 +103,10 @@ fn pacing_is_logged_once_per_change() {
     let out = run(&["-v", "-c", "2"], &quota_urls(&server, 30));
     assert_eq!(records(&out.stdout).len(), 30);
     let log = String::from_utf8_lossy(&out.stderr);
-    let lines = log.lines().filter(|l| l.contains("quota headers say")).count();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("quota headers say"))
+        .count();
     assert!((1..=5).contains(&lines), "{lines} pacing lines:\n{log}");
 }
 
@@ -135,8 +140,14 @@ fn filters_extract_assert_and_reshape_the_body() {
         if n == 3 {
             assert_eq!(kind(r), "assertion", "{r}");
             let message = r["error"]["message"].as_str().unwrap();
-            assert!(message.contains(".n != 3") && message.contains("false"), "{r}");
-            assert_eq!(r["body"]["n"], 3, "the failed record keeps the body as received");
+            assert!(
+                message.contains(".n != 3") && message.contains("false"),
+                "{r}"
+            );
+            assert_eq!(
+                r["body"]["n"], 3,
+                "the failed record keeps the body as received"
+            );
         } else {
             assert_eq!(r["ok"], true, "{r}");
             assert_eq!(r["body"], serde_json::json!({"m": n, "odd": n % 2 == 1}));
@@ -162,7 +173,12 @@ fn filters_that_fail_are_record_errors_or_usage_errors() {
     }
     let message = recs[0]["error"]["message"].as_str().unwrap();
     assert!(message.contains("--extract k="), "{message}");
-    assert!(recs[1]["error"]["message"].as_str().unwrap().contains("not JSON"));
+    assert!(
+        recs[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
 
     for (flag, value) in [
         ("--assert", ".items["),
@@ -201,11 +217,19 @@ fn follow_next_fetches_every_page_once_in_order() {
         let (seq, page) = (r["seq"].as_u64().unwrap(), r["page"].as_u64().unwrap());
         assert_eq!(r["line"], seq + 1);
         assert_eq!(r["body"]["page"], page);
-        assert!(r["url"].as_str().unwrap().contains(&format!("/pages/{seq}/{page}")));
+        assert!(
+            r["url"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/pages/{seq}/{page}"))
+        );
     }
     let paths = server.paths();
     assert_eq!(paths.len(), 30);
-    assert!(paths.values().all(|&n| n == 1), "a page fetched twice: {paths:?}");
+    assert!(
+        paths.values().all(|&n| n == 1),
+        "a page fetched twice: {paths:?}"
+    );
 }
 
 /// `--next` over a JSON cursor with `--next-param`; `--max-pages` bounds each line; a spec
@@ -219,12 +243,23 @@ fn next_cursor_max_pages_and_spec_lines() {
         server.url("/cursor/1?n=50")
     );
     let out = run(
-        &["--next", ".next_cursor", "--next-param", "cursor", "--max-pages", "10"],
+        &[
+            "--next",
+            ".next_cursor",
+            "--next-param",
+            "cursor",
+            "--max-pages",
+            "10",
+        ],
         &input,
     );
     let recs = crate::support::by_seq(records(&out.stdout));
     assert_eq!(recs.iter().filter(|r| r["seq"] == 0).count(), 4);
-    assert_eq!(recs.iter().filter(|r| r["seq"] == 1).count(), 10, "--max-pages");
+    assert_eq!(
+        recs.iter().filter(|r| r["seq"] == 1).count(),
+        10,
+        "--max-pages"
+    );
     assert!(recs.iter().all(|r| r["ok"] == true));
 
     let spec = format!(
@@ -234,7 +269,11 @@ fn next_cursor_max_pages_and_spec_lines() {
     );
     let recs = records(&run(&[], &spec).stdout);
     assert_eq!(recs.iter().filter(|r| r["seq"] == 0).count(), 1);
-    assert!(recs.iter().filter(|r| r["seq"] == 0).all(|r| r.get("page").is_none()));
+    assert!(
+        recs.iter()
+            .filter(|r| r["seq"] == 0)
+            .all(|r| r.get("page").is_none())
+    );
     assert_eq!(recs.iter().filter(|r| r["seq"] == 1).count(), 3);
 }
 
@@ -264,6 +303,13 @@ fn page_loops_and_failures_mid_list() {
     let failed = line(1);
     assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed[..2].iter().all(|r| r["ok"] == true));
-    assert_eq!((failed[2]["status"].as_u64(), kind(failed[2])), (Some(500), "http_status"));
-    assert_eq!(server.paths().values().sum::<usize>(), 3 + 3, "nothing fetched twice");
+    assert_eq!(
+        (failed[2]["status"].as_u64(), kind(failed[2])),
+        (Some(500), "http_status")
+    );
+    assert_eq!(
+        server.paths().values().sum::<usize>(),
+        3 + 3,
+        "nothing fetched twice"
+    );
 }

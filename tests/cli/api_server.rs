@@ -176,7 +176,10 @@ async fn quota_item(State(app): State<Arc<App>>, Path(n): Path<u64>) -> Response
     let (quota, window) = (q.quota, q.window.as_secs().max(1));
     match q.dialect {
         Dialect::Ietf => {
-            put("ratelimit-policy", format!("\"default\";q={quota};w={window}"));
+            put(
+                "ratelimit-policy",
+                format!("\"default\";q={quota};w={window}"),
+            );
             put("ratelimit", format!("\"default\";r={remaining};t={reset}"));
         }
         Dialect::Triple => {
@@ -241,10 +244,12 @@ async fn link_page(
         None
     };
     if let Some(next) = next {
-        let link = format!("<{next}{query}>; rel=\"next\", </pages/{line}/0{query}>; rel=\"first\"");
+        let link =
+            format!("<{next}{query}>; rel=\"next\", </pages/{line}/0{query}>; rel=\"first\"");
         headers.insert(header::LINK, HeaderValue::from_str(&link).unwrap());
     }
-    let body = serde_json::json!({ "line": line, "page": page, "items": [page * 10, page * 10 + 1] });
+    let body =
+        serde_json::json!({ "line": line, "page": page, "items": [page * 10, page * 10 + 1] });
     (headers, axum::Json(body)).into_response()
 }
 
@@ -254,7 +259,11 @@ async fn cursor_page(
     Path(line): Path<u64>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let cursor: u64 = match q.cursor.as_deref().map(|c| c.trim_start_matches('c').parse()) {
+    let cursor: u64 = match q
+        .cursor
+        .as_deref()
+        .map(|c| c.trim_start_matches('c').parse())
+    {
         None => 0,
         Some(Ok(c)) => c,
         Some(Err(_)) => return (StatusCode::BAD_REQUEST, "bad cursor").into_response(),
@@ -291,7 +300,10 @@ async fn weird(State(app): State<Arc<App>>, Path((kind, n)): Path<(String, u64)>
     app.stats.ok.fetch_add(1, Ordering::SeqCst);
     let pairs: &[(&str, &str)] = match kind.as_str() {
         "negative" => &[("x-ratelimit-remaining", "-3"), ("x-ratelimit-reset", "1")],
-        "past" => &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1000000000")],
+        "past" => &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1000000000"),
+        ],
         "huge" => &[("ratelimit", "\"d\";r=0;t=31536000")],
         _ => &[
             ("x-ratelimit-remaining", "lots"),
@@ -303,7 +315,10 @@ async fn weird(State(app): State<Arc<App>>, Path((kind, n)): Path<(String, u64)>
     };
     let mut headers = HeaderMap::new();
     for (k, v) in pairs {
-        headers.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        headers.insert(
+            HeaderName::from_static(k),
+            HeaderValue::from_str(v).unwrap(),
+        );
     }
     (headers, axum::Json(serde_json::json!({ "n": n }))).into_response()
 }
