@@ -60,7 +60,7 @@
 //!   with an observer per record and a [`Writing`] whose [`SinkHandle`] can freeze the output
 //!   between two whole lines before an immediate exit (the binary's second Ctrl-C).
 //! - [`Settings`] and its parts ([`RequestDefaults`], [`Body`], [`RetryPolicy`], [`Proxy`],
-//!   [`BodyMode`], [`Rate`], with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
+//!   [`CaCerts`], [`BodyMode`], [`Rate`], [`Filter`] (a compiled jq filter), with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
 //!   a run; the parsers a front end needs to build them from text are public too
 //!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), and
 //!   [`SettingsError::new`] lets it report its own settings the same way.
@@ -78,10 +78,12 @@
 mod count;
 mod error;
 mod fetch;
+mod filter;
 mod header;
 mod input;
 mod limit;
 mod output;
+mod paging;
 mod record;
 mod redact;
 mod reorder;
@@ -97,6 +99,7 @@ mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
+pub use crate::filter::Filter;
 pub use crate::header::{parse_header, parse_header_value, parse_method};
 pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};

@@ -48,8 +48,9 @@ pub struct Record {
     /// Requests made for this line, retries included (absent when none was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    /// With `--adaptive`: the host's adaptive rate limit (requests per second) after this
-    /// response, while it limits the host.
+    /// The pace limiting the host after this response (requests per second), while one
+    /// does: the slower of `--adaptive`'s rate and the pace from the host's quota headers
+    /// (0 while the host is paused for a spent budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rate: Option<f64>,
     /// The spec line's `id` (a string or a number), echoed.
@@ -76,6 +77,17 @@ pub struct Record {
     /// When polling: whether the server answered 304 Not Modified to a conditional request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_modified: Option<bool>,
+    /// `--extract NAME=FILTER`: each name with its filter's first output on the body (null
+    /// when it yields nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<BTreeMap<String, Value>>,
+    /// With pagination: the page's number among its line's pages, 0-based (the line's own
+    /// URL is page 0). Every page has its own record, with the line's `seq` and `line`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// In-process only (never written): another page of this line follows this record.
+    #[serde(skip)]
+    pub more_pages: bool,
 }
 
 /// A body written to `--save-dir`.
@@ -121,6 +133,9 @@ impl Record {
             at: None,
             changed: None,
             not_modified: None,
+            extract: None,
+            page: None,
+            more_pages: false,
         }
     }
 }
@@ -217,6 +232,13 @@ pub enum ErrorKind {
     InvalidSpec,
     /// The body could not be written to `--save-dir`.
     Save,
+    /// `--assert`'s filter yielded false, null or nothing on the body.
+    Assertion,
+    /// A jq filter (`--extract`, `--body-filter`, `--assert`, `--next`) failed on the body, or
+    /// the body is not JSON.
+    Filter,
+    /// Pagination led back to a URL the line already fetched (a page loop).
+    PageLoop,
 }
 
 impl ErrorKind {

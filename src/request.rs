@@ -7,12 +7,16 @@
 //! LF in a value is refused, so a line cannot smuggle a second header or a second request).
 //! This module does not send anything (that is `fetch`).
 
+use std::num::NonZeroU32;
+
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
+
+use crate::filter::Filter;
 
 /// What to fetch: a plain URL line has only `url`; a spec line may set the rest.
 #[derive(Debug, Clone)]
@@ -26,6 +30,17 @@ pub(crate) struct Request {
     pub(crate) body: Option<Body>,
     /// The spec's `id` (a string or a number), echoed in the record.
     pub(crate) id: Option<Value>,
+    /// The spec's pagination keys; what it leaves out comes from the settings.
+    pub(crate) paging: SpecPaging,
+}
+
+/// A spec line's `follow_next`, `next`, `next_param`, `max_pages`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpecPaging {
+    pub(crate) follow_next: Option<bool>,
+    pub(crate) next: Option<Filter>,
+    pub(crate) next_param: Option<String>,
+    pub(crate) max_pages: Option<NonZeroU32>,
 }
 
 impl Request {
@@ -37,6 +52,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: None,
             id: None,
+            paging: SpecPaging::default(),
         }
     }
 
@@ -170,6 +186,14 @@ struct Spec {
     json: Option<Value>,
     #[serde(default)]
     id: Option<Value>,
+    #[serde(default)]
+    follow_next: Option<bool>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    next_param: Option<String>,
+    #[serde(default)]
+    max_pages: Option<NonZeroU32>,
 }
 
 /// Why a spec line is not a request: the kind of error, the message, and the id when the spec
@@ -228,12 +252,27 @@ pub(crate) fn parse_spec(text: &str) -> Result<Request, SpecError> {
         (None, Some(j)) => Some(Body::Json(Bytes::from(j.to_string()))),
         (None, None) => None,
     };
+    let next = spec
+        .next
+        .as_deref()
+        .map(Filter::new)
+        .transpose()
+        .map_err(|e| fail(format!("\"next\": {e}")))?;
+    if spec.next_param.is_some() && next.is_none() {
+        return Err(fail("\"next_param\" needs \"next\"".into()));
+    }
     Ok(Request {
         url,
         method,
         headers,
         body,
         id,
+        paging: SpecPaging {
+            follow_next: spec.follow_next,
+            next,
+            next_param: spec.next_param,
+            max_pages: spec.max_pages,
+        },
     })
 }
 

@@ -116,7 +116,10 @@ pub(crate) fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool
         | ErrorKind::TooLarge
         | ErrorKind::Cancelled
         | ErrorKind::InvalidSpec
-        | ErrorKind::Save => false,
+        | ErrorKind::Save
+        | ErrorKind::Assertion
+        | ErrorKind::Filter
+        | ErrorKind::PageLoop => false,
     }
 }
 

@@ -17,6 +17,8 @@ use reqwest::header::HeaderValue;
 use url::Url;
 
 use crate::error::SettingsError;
+use crate::filter::Filter;
+use crate::paging::Paging;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
@@ -95,6 +97,27 @@ pub struct Settings {
     pub conditional: bool,
     /// Trust only these CA certificates for HTTPS, instead of the system's (`--cacert`).
     pub ca_certs: Option<CaCerts>,
+    /// Pace each host from the budget its responses announce in quota headers
+    /// (`RateLimit`, `X-RateLimit-*`); off with `--no-quota-headers`. See docs/api.md.
+    pub quota_headers: bool,
+    /// jq filters whose first output goes into the record's `extract` under their name
+    /// (`--extract NAME=FILTER`), run on each ok JSON body.
+    pub extract: Vec<(String, Filter)>,
+    /// The record's body becomes this filter's first output (`--body-filter`).
+    pub body_filter: Option<Filter>,
+    /// A record whose body makes this filter yield false, null or nothing is not ok (kind
+    /// `assertion`, `--assert`).
+    pub assert: Option<Filter>,
+    /// Follow each page's `Link: <...>; rel="next"` header (`--follow-next`).
+    pub follow_next: bool,
+    /// A jq filter over each page's JSON body yielding the next page's URL, or a cursor with
+    /// `next_param` (`--next`).
+    pub next: Option<Filter>,
+    /// Put the cursor `next` yields into this query parameter of the line's URL
+    /// (`--next-param`).
+    pub next_param: Option<String>,
+    /// Pages fetched at most per line, the first included (`--max-pages`).
+    pub max_pages: NonZeroU32,
 }
 
 impl Default for Settings {
@@ -129,11 +152,30 @@ impl Default for Settings {
             changed_only: false,
             conditional: true,
             ca_certs: None,
+            quota_headers: true,
+            extract: Vec::new(),
+            body_filter: None,
+            assert: None,
+            follow_next: false,
+            next: None,
+            next_param: None,
+            max_pages: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
 
 impl Settings {
+    /// How `request` is paginated: its spec's keys, else these settings.
+    pub(crate) fn paging_for(&self, request: &crate::request::Request) -> Paging {
+        let spec = &request.paging;
+        Paging {
+            follow_next: spec.follow_next.unwrap_or(self.follow_next),
+            next: spec.next.clone().or_else(|| self.next.clone()),
+            next_param: spec.next_param.clone().or_else(|| self.next_param.clone()),
+            max_pages: spec.max_pages.unwrap_or(self.max_pages),
+        }
+    }
+
     /// Check what the field types cannot: every duration that bounds a wait is above zero,
     /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
     /// and a JSON request body is JSON. The error names the setting.
@@ -190,6 +232,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "resume",
                 "cannot be used with --every, --rounds or --state (the state already remembers each outcome)",
+            ));
+        }
+        if self.next_param.is_some() && self.next.is_none() {
+            return Err(SettingsError::new(
+                "next-param",
+                "needs --next (the filter that yields the cursor)",
             ));
         }
         Ok(())

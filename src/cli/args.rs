@@ -230,6 +230,25 @@ mod tests {
         }
     }
 
+    /// Every boolean option is declared the same way, so `--x=false`, `FETCHALL_X=1` and
+    /// `x = "yes"` in the config file all work for each of them.
+    #[test]
+    fn every_boolean_option_takes_an_optional_value() {
+        for arg in command().get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| is_run_option(l)) else {
+                continue;
+            };
+            if arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>() {
+                assert!(
+                    matches!(arg.get_action(), clap::ArgAction::Set),
+                    "--{long} is a bare switch: declare it like --insecure"
+                );
+                parse(&["fetchall", &format!("--{long}=false")]);
+                parse(&["fetchall", &format!("--{long}")]);
+            }
+        }
+    }
+
     #[test]
     fn flags_are_typed_and_their_origin_is_kept() {
         let p = parse(&["fetchall", "-c", "7", "--rate", "5/s", "urls.txt"]);

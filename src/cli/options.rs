@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy, Settings,
-    SettingsError,
+    Body, BodyMode, ByteSize, Filter, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy,
+    Settings, SettingsError,
 };
 use strum::VariantNames;
 
@@ -238,6 +238,52 @@ pub(crate) struct RunArgs {
     /// (as curl's --cacert) [default: the system's CA certificates]
     #[arg(long, value_name = "FILE")]
     pub(crate) cacert: Option<PathBuf>,
+
+    /// Do not pace hosts from the quota headers their responses send (RateLimit,
+    /// RateLimit-Remaining/-Reset, X-RateLimit-Remaining/-Reset; see docs/api.md)
+    /// [default: off, i.e. paced]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = !D.quota_headers, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) no_quota_headers: bool,
+
+    /// Add `extract.NAME` to each ok record: the first output of the jq FILTER on the JSON
+    /// body (null if none), e.g. --extract n='.items|length'. Repeatable. A filter that fails
+    /// on a body, or a body that is not JSON, fails the record (kind filter) [default: none]
+    #[arg(long, value_name = "NAME=FILTER")]
+    pub(crate) extract: Vec<String>,
+
+    /// Replace each ok record's body by the first output of this jq filter on the JSON body,
+    /// e.g. '{id, name}' [default: the whole body]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) body_filter: Option<String>,
+
+    /// Fail each ok record whose JSON body makes this jq filter yield false, null or nothing
+    /// (kind assertion), e.g. '.status != "error"' [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) assert: Option<String>,
+
+    /// Paginate: after each page, fetch the one its `Link: <...>; rel="next"` header names
+    /// (relative links resolved). Each page gets its own record with "page" (0-based)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.follow_next, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) follow_next: bool,
+
+    /// Paginate: a jq filter over each page's JSON body yielding the next page's URL
+    /// (absolute or relative), or with --next-param a cursor; null, false, "" or no output
+    /// ends the line [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) next: Option<String>,
+
+    /// Put the cursor --next yields into this query parameter of the line's own URL
+    /// [default: --next yields URLs]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) next_param: Option<String>,
+
+    /// Most pages fetched per line with --follow-next or --next, the first included
+    #[arg(long, value_name = "N", default_value_t = D.max_pages)]
+    pub(crate) max_pages: NonZeroU32,
 }
 
 /// `--body`'s values, from the library's own list.
@@ -323,6 +369,28 @@ impl RunArgs {
             ),
             None => None,
         };
+        s.quota_headers = !self.no_quota_headers;
+        for e in &self.extract {
+            s.extract.push(extract(e)?);
+        }
+        s.body_filter = self
+            .body_filter
+            .as_deref()
+            .map(|f| filter("body-filter", f))
+            .transpose()?;
+        s.assert = self
+            .assert
+            .as_deref()
+            .map(|f| filter("assert", f))
+            .transpose()?;
+        s.follow_next = self.follow_next;
+        s.next = self
+            .next
+            .as_deref()
+            .map(|f| filter("next", f))
+            .transpose()?;
+        s.next_param = self.next_param.clone();
+        s.max_pages = self.max_pages;
         s.check()?;
         let outputs = Outputs {
             output: self.output.clone(),
@@ -372,6 +440,28 @@ impl RunArgs {
         };
         Ok(r)
     }
+}
+
+/// A jq filter, compiled; the error names the flag.
+fn filter(flag: &'static str, text: &str) -> Result<Filter, SettingsError> {
+    Filter::new(text).map_err(|e| SettingsError::new(flag, e))
+}
+
+/// `NAME=FILTER`, the name a plain word (letters, digits, `_`, `-`).
+fn extract(text: &str) -> Result<(String, Filter), SettingsError> {
+    let fail = |why: &str| SettingsError::new("extract", why);
+    let (name, f) = text
+        .split_once('=')
+        .ok_or_else(|| fail("expected NAME=FILTER, e.g. n='.items|length'"))?;
+    let name = name.trim();
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(word) {
+        return Err(fail(
+            "NAME must be letters, digits, `_` or `-` (as in NAME=FILTER)",
+        ));
+    }
+    let f = Filter::new(f).map_err(|e| SettingsError::new("extract", format!("{name}: {e}")))?;
+    Ok((name.to_owned(), f))
 }
 
 /// `@path` reads the file; anything else is the text itself.

@@ -2,7 +2,7 @@
 //! came back as an [`Outcome`]. Whether to try again is not decided here (that is `retry`).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use reqwest::header::{
     CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue,
@@ -10,6 +10,7 @@ use reqwest::header::{
 };
 
 use super::classify::describe;
+use crate::limit::{Budget, budget};
 use crate::record::{ErrorKind, RecordError};
 use crate::request::Request;
 use crate::settings::Settings;
@@ -29,6 +30,10 @@ pub(crate) struct Outcome {
     /// When polling: the response's `ETag` and `Last-Modified`, for the state.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// The host's budget, as the response's quota headers announce it (when they are read).
+    pub budget: Option<Budget>,
+    /// The response's `Link` header values, joined with commas (for pagination).
+    pub link: Option<String>,
 }
 
 /// A response header's value, when it is text.
@@ -42,8 +47,9 @@ fn header(response: &reqwest::Response, name: HeaderName) -> Option<String> {
 
 impl Outcome {
     /// What the response's status line and headers say, before the body is read.
-    fn of_head(response: &reqwest::Response, with_headers: bool, validators: bool) -> Outcome {
-        let validator = |name| validators.then(|| header(response, name)).flatten();
+    fn of_head(response: &reqwest::Response, settings: &Settings) -> Outcome {
+        let with_headers = settings.response_headers;
+        let validator = |name| settings.polling().then(|| header(response, name)).flatten();
         Outcome {
             status: Some(response.status().as_u16()),
             headers: with_headers.then(|| header_map(response.headers())),
@@ -54,6 +60,11 @@ impl Outcome {
             retry_after: header(response, RETRY_AFTER),
             etag: validator(ETAG),
             last_modified: validator(LAST_MODIFIED),
+            budget: settings
+                .quota_headers
+                .then(|| budget(response.headers(), SystemTime::now()))
+                .flatten(),
+            link: link(response.headers()),
         }
     }
 
@@ -68,8 +79,20 @@ impl Outcome {
             retry_after: None,
             etag: None,
             last_modified: None,
+            budget: None,
+            link: None,
         }
     }
+}
+
+/// Every `Link` header value that is text, joined with commas (RFC 8288 allows either form).
+fn link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// The reqwest request for `request`, already completed by the flags' template (its method,
@@ -121,7 +144,7 @@ pub(crate) async fn attempt(
         Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
     };
     let status = response.status();
-    let mut outcome = Outcome::of_head(&response, settings.response_headers, settings.polling());
+    let mut outcome = Outcome::of_head(&response, settings);
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
     let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());

@@ -19,8 +19,10 @@
 
 mod driver;
 mod host;
+mod pacing;
 mod pushback;
 mod quota;
+mod quota_headers;
 mod state;
 mod timer;
 
@@ -33,6 +35,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub(crate) use self::host::HostKey;
 use self::quota::Quota;
+pub(crate) use self::quota_headers::{Budget, budget};
 use self::state::State;
 use crate::settings::Settings;
 use crate::units::Rate;
@@ -47,8 +50,11 @@ pub(crate) struct Limits {
     /// `None`: the automatic burst of each quota (see `quota::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub adaptive: bool,
-    /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
+    /// The longest pause a `Retry-After` or an exhausted budget imposes on a host
+    /// (`--max-retry-wait`).
     pub max_pause: Duration,
+    /// Pace each host from the budget its responses announce (see `pacing`).
+    pub quota_headers: bool,
 }
 
 impl Limits {
@@ -61,6 +67,7 @@ impl Limits {
             burst: s.burst,
             adaptive: s.adaptive,
             max_pause: s.retry.max_wait,
+            quota_headers: s.quota_headers,
         }
     }
 
@@ -78,6 +85,7 @@ pub(crate) struct Gate {
     /// Copies of two fixed limits, read on every response without taking the lock.
     max_pause: Duration,
     adaptive: bool,
+    quota_headers: bool,
 }
 
 struct Shared {
@@ -156,7 +164,8 @@ impl Gate {
             let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
         }
-        let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
+        let (max_pause, adaptive, quota_headers) =
+            (limits.max_pause, limits.adaptive, limits.quota_headers);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 limits,
@@ -176,6 +185,7 @@ impl Gate {
             shared,
             max_pause,
             adaptive,
+            quota_headers,
         }
     }
 
@@ -244,16 +254,23 @@ impl Gate {
     }
 
     /// Tell the gate how the request behind `slot` went: a 429/503 with `Retry-After` pauses
-    /// the host, and with `--adaptive` a 429 cuts the host's rate and a success raises it.
-    /// Returns the host's adaptive rate afterwards (requests per second), when `--adaptive`
-    /// limits it.
+    /// the host, a quota-header `budget` paces it (see `pacing`), and with `--adaptive` a 429
+    /// cuts the host's rate and a success raises it. Returns the host's adaptive rate
+    /// afterwards (requests per second), when `--adaptive` limits it.
     pub(crate) fn feedback(
         &self,
         slot: &Slot,
         status: Option<u16>,
         retry_after: Option<&str>,
+        budget: Option<&Budget>,
     ) -> Option<f64> {
         let now = Instant::now();
+        // The lock is taken only for a budget: responses without quota headers skip it.
+        if self.quota_headers
+            && let Some(budget) = budget
+        {
+            self.learn(slot, budget, now);
+        }
         if let Some(status) = status
             && let Some(until) = pushback::pause_until(status, retry_after, now, self.max_pause)
         {
@@ -307,13 +324,64 @@ impl Gate {
 }
 
 impl Gate {
-    /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
+    /// The host's `budget`, announced by the response to `slot`, sets the host's pace.
+    fn learn(&self, slot: &Slot, budget: &Budget, now: Instant) {
+        let mut st = lock(&self.shared);
+        let h = st.host_mut(&slot.host, now);
+        let limit = budget.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+        let said = format!(
+            "{} remaining{limit}, reset in {}",
+            budget.remaining,
+            crate::units::HumanDuration(budget.reset)
+        );
+        match h.pace.apply(budget, h.in_flight, now, self.max_pause) {
+            pacing::Change::Same => {}
+            pacing::Change::Paced(rate) => {
+                tracing::info!(
+                    "{}: quota headers say {said}: pacing at {rate:.2}/s",
+                    slot.host
+                );
+            }
+            pacing::Change::Unpaced => {
+                tracing::info!("{}: quota headers say {said}: no longer paced", slot.host);
+            }
+            pacing::Change::Exhausted {
+                until,
+                capped,
+                news,
+            } => {
+                let cap = if capped {
+                    " (capped at --max-retry-wait)"
+                } else {
+                    ""
+                };
+                if news {
+                    tracing::info!(
+                        "{}: quota headers say {said}: pausing the host for {:.1}s{cap}",
+                        slot.host,
+                        until.duration_since(now).as_secs_f64()
+                    );
+                }
+                if h.paused_until.is_none_or(|p| p < until) {
+                    h.paused_until = Some(until);
+                }
+            }
+        }
+    }
+
+    /// The pace limiting `host` now (requests per second): the slower of its adaptive rate
+    /// (`--adaptive`) and its quota-header pace (0 while paused for a spent budget).
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
-        if !self.adaptive {
+        if !self.adaptive && !self.quota_headers {
             return None;
         }
         let st = lock(&self.shared);
-        let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
+        let h = st.hosts.get(host)?;
+        let adaptive = h.aimd.as_ref().and_then(|a| a.rate());
+        let rate = [adaptive, h.pace.rate]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)?;
         Some((rate * 1000.0).round() / 1000.0)
     }
 }
@@ -354,6 +422,7 @@ mod tests {
             burst: None,
             adaptive: true,
             max_pause: Duration::from_secs(60),
+            quota_headers: false,
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::host::HostKey;
+use super::pacing::Pace;
 use super::pushback::Aimd;
 use super::quota::Quota;
 use super::timer::COARSE_LATENESS;
@@ -76,6 +77,8 @@ pub(super) struct Host {
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     pub(super) aimd: Option<Aimd>,
     pub(super) adaptive_quota: Option<Quota>,
+    /// Quota headers: the pace the host's latest budget allows (see `pacing`).
+    pub(super) pace: Pace,
     pub(super) in_flight: usize,
     pub(super) paused_until: Option<Instant>,
     pub(super) waiters: VecDeque<oneshot::Sender<Slot>>,
@@ -96,6 +99,7 @@ impl Host {
                 .quotas
                 .iter()
                 .chain(&self.adaptive_quota)
+                .chain(&self.pace.quota)
                 .all(Quota::is_full)
     }
 }
@@ -170,7 +174,13 @@ impl State {
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
             && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(h.quotas.iter().chain(&h.adaptive_quota)).is_none();
+            && not_ready(
+                h.quotas
+                    .iter()
+                    .chain(&h.adaptive_quota)
+                    .chain(&h.pace.quota),
+            )
+            .is_none();
         if !free {
             return None;
         }
@@ -178,7 +188,8 @@ impl State {
             .global
             .iter_mut()
             .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
+            .chain(&mut h.adaptive_quota)
+            .chain(&mut h.pace.quota);
         if take_all(quotas).is_err() {
             // Then it waits in the queue like any other request.
             return None;
@@ -256,7 +267,12 @@ impl State {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
-        if let Some((at, precise)) = not_ready(h.quotas.iter().chain(&h.adaptive_quota)) {
+        let own = h
+            .quotas
+            .iter()
+            .chain(&h.adaptive_quota)
+            .chain(&h.pace.quota);
+        if let Some((at, precise)) = not_ready(own) {
             h.queued = true;
             self.timed.push(Reverse((at, precise, key)));
             return;
@@ -266,7 +282,8 @@ impl State {
             .global
             .iter_mut()
             .chain(&mut h.quotas)
-            .chain(&mut h.adaptive_quota);
+            .chain(&mut h.adaptive_quota)
+            .chain(&mut h.pace.quota);
         if let Err(at) = take_all(quotas) {
             h.queued = true;
             self.timed.push(Reverse((at, None, key)));
@@ -352,6 +369,7 @@ pub(super) fn host_entry<'a>(
                 .adaptive
                 .then(|| Aimd::new(limits.adaptive_ceiling())),
             adaptive_quota: None,
+            pace: Pace::default(),
             in_flight: 0,
             paused_until: None,
             waiters: VecDeque::new(),

@@ -6,16 +6,22 @@
 //! `Retry-After` past `--max-retry-wait`, a stop, or the grace running out) yields the last
 //! outcome, and [`Job::finish`] turns that into the record.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
 use reqwest::header::{HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use tokio::sync::mpsc;
+use url::Url;
 
 use super::Context;
+use super::filtered::{self, Filtered};
 use crate::fetch::{self, Outcome};
 use crate::limit::{HostKey, Slot};
-use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError, encode_body};
+use crate::record::{
+    BodyEncoding, BodyMode, ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError,
+    encode_body,
+};
 use crate::redact::display_url;
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
@@ -96,32 +102,115 @@ struct Attempts {
 }
 
 impl Job {
-    /// Run the admitted job to its record and hand that to the output. The slot is held until
-    /// the record is handed over, so a slow reader slows the fetching.
+    /// Run the admitted job to its record (one per page, with pagination) and hand each to
+    /// the output. The slot is held until the record is handed over, so a slow reader slows
+    /// the fetching.
+    ///
+    /// Pages of the line go one after another: after a page's record, the next page queues
+    /// again at the front of its host's queue (as a retry does), past every cap, quota and
+    /// pause. The line ends at its last page, at a page that failed, at `--max-pages`, or at a
+    /// page loop (a URL the line fetched already), which gets a record of its own.
     pub(super) async fn run(mut self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
-        self.add_validators(ctx);
-        let mut tally = Attempts {
-            first_start: slot.granted_at(),
-            count: 0,
-            previous: Vec::new(),
-        };
-        let (outcome, slot) = self.attempt_until_done(ctx, slot, &mut tally).await;
-        let record = self.finish(ctx, outcome, tally).await;
-        // A send error means the reader is gone; the record has nowhere to go.
-        let _ = records.send(record).await;
-        drop(slot);
+        let conditional = self.add_validators(ctx);
+        let paging = ctx.settings.paging_for(&self.request);
+        let paged = paging.active();
+        let original = self.request.url.clone();
+        let mut seen = HashSet::from([original.clone()]);
+        let mut slot = slot;
+        let mut page = 0u32;
+        loop {
+            let mut tally = Attempts {
+                first_start: slot.granted_at(),
+                count: 0,
+                previous: Vec::new(),
+            };
+            let (outcome, held) = self.attempt_until_done(ctx, slot, &mut tally).await;
+            let next = match (paged, &outcome.error) {
+                (true, None) => paging.next_url(
+                    &original,
+                    &self.request.url,
+                    outcome.link.as_deref(),
+                    outcome.body.as_deref(),
+                ),
+                _ => Ok(None),
+            };
+            let mut record = self.finish(ctx, outcome, tally).await;
+            let next = match next {
+                Ok(next) => next,
+                Err(why) => {
+                    if record.error.is_none() {
+                        record.ok = false;
+                        record.error = Some(RecordError::new(ErrorKind::Filter, why));
+                    }
+                    None
+                }
+            };
+            let next = next.filter(|_| {
+                let more = page + 1 < paging.max_pages.get();
+                if !more {
+                    tracing::info!(
+                        "line {}: stopped at --max-pages {} with a next page left",
+                        self.line,
+                        paging.max_pages
+                    );
+                }
+                more
+            });
+            if paged {
+                record.page = Some(page);
+            }
+            record.more_pages = next.is_some();
+            // A send error means the reader is gone; the record has nowhere to go.
+            let gone = records.send(record).await.is_err();
+            drop(held);
+            let Some(next) = next else { return };
+            if gone {
+                return;
+            }
+            page += 1;
+            if !seen.insert(next.clone()) {
+                let _ = records.send(self.page_loop(&next, page)).await;
+                return;
+            }
+            if conditional {
+                // The stored validators are the line's first URL's, not the next page's.
+                self.request.headers.remove(IF_NONE_MATCH);
+                self.request.headers.remove(IF_MODIFIED_SINCE);
+            }
+            self.host = HostKey::of(&next);
+            self.request.url = next;
+            slot = tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => return,
+                slot = ctx.gate.admit_retry(&self.host) => slot,
+            };
+        }
+    }
+
+    /// The record of a page whose URL the line fetched already (nothing is fetched).
+    fn page_loop(&self, url: &Url, page: u32) -> Record {
+        let mut record = Record::input_error(
+            self.seq,
+            self.line,
+            display_url(url),
+            ErrorKind::PageLoop,
+            format!("page {page} would fetch a URL this line fetched already (a page loop)"),
+        );
+        record.id = self.request.id.clone();
+        record.page = Some(page);
+        record
     }
 
     /// With state, a GET or HEAD asks only for a changed response: `If-None-Match` and
     /// `If-Modified-Since` from the stored validators, unless the user set either header or
-    /// `--no-conditional`.
-    fn add_validators(&mut self, ctx: &Context) {
+    /// `--no-conditional`. Returns whether it added any.
+    fn add_validators(&mut self, ctx: &Context) -> bool {
         let Some(Polled {
             stored: Some(stored),
             ..
         }) = &self.polled
         else {
-            return;
+            return false;
         };
         let method = self.request.method();
         let headers = &mut self.request.headers;
@@ -130,15 +219,19 @@ impl Job {
             || headers.contains_key(IF_NONE_MATCH)
             || headers.contains_key(IF_MODIFIED_SINCE)
         {
-            return;
+            return false;
         }
         let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let mut added = false;
         if let Some(etag) = value(&stored.etag) {
             headers.insert(IF_NONE_MATCH, etag);
+            added = true;
         }
         if let Some(date) = value(&stored.last_modified) {
             headers.insert(IF_MODIFIED_SINCE, date);
+            added = true;
         }
+        added
     }
 
     /// Attempt until an outcome is final. Returns it with the slot still held, if any (none
@@ -160,9 +253,14 @@ impl Job {
                 outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request, last) => outcome,
             };
             if let Some(slot) = &slot {
-                // Retry-After pauses the host; --adaptive adjusts its rate.
-                ctx.gate
-                    .feedback(slot, outcome.status, outcome.retry_after.as_deref());
+                // Retry-After pauses the host, quota headers pace it; --adaptive adjusts its
+                // rate.
+                ctx.gate.feedback(
+                    slot,
+                    outcome.status,
+                    outcome.retry_after.as_deref(),
+                    outcome.budget.as_ref(),
+                );
             }
             let Some(error) = &outcome.error else {
                 return (outcome, slot);
@@ -245,13 +343,28 @@ impl Job {
                 }
             }
         }
-        // A polling record of a 304 has no body: there is none, and "" would read as one.
+        // A polling record of a 304 has no body: there is none, and "" would read as one; nor
+        // does a filter run on it.
         let not_modified = self.polled.is_some() && outcome.status == Some(304);
-        let body = outcome
-            .body
-            .as_deref()
-            .filter(|_| !not_modified)
-            .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
+        let mut filtered = Filtered::default();
+        if outcome.error.is_none()
+            && !not_modified
+            && filtered::any(&ctx.settings)
+            && let Some(b) = &outcome.body
+        {
+            filtered = filtered::run(&ctx.settings, b);
+            outcome.error = filtered.error.take();
+        }
+        let body = match filtered.body {
+            // --body-filter's output is JSON whatever the response was (--body none still
+            // leaves it out).
+            Some(v) if ctx.settings.body != BodyMode::None => Some((v, BodyEncoding::Json)),
+            _ => outcome
+                .body
+                .as_deref()
+                .filter(|_| !not_modified)
+                .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b)),
+        };
         let (body, body_encoding) = body.unzip();
         let mut record = Record {
             seq: self.seq,
@@ -277,6 +390,9 @@ impl Job {
             at: None,
             changed: None,
             not_modified: None,
+            extract: filtered.extract,
+            page: None,
+            more_pages: false,
         };
         if let (Some(polled), Some(state)) = (self.polled.take(), &ctx.state) {
             let started = SystemTime::now()

@@ -22,6 +22,7 @@
 //! record. This module does not decide whether to retry (that is `retry`), nor how one attempt
 //! goes (that is `fetch`).
 
+mod filtered;
 mod job;
 
 use std::sync::Arc;

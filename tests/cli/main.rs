@@ -1,6 +1,8 @@
 //! fetchall's integration tests: one test crate (so it links once), a real HTTP server on
 //! loopback, the real reqwest client, the real binary.
 
+mod api;
+mod api_server;
 mod binary;
 mod cookbook;
 mod everyday;
