@@ -48,8 +48,9 @@ pub(super) struct Polled {
 
 impl Polled {
     /// Give `record` its polling fields (round, at, changed, not_modified) and remember its
-    /// outcome in the state. `validators`: the response's ETag and Last-Modified. A
-    /// `cancelled` record says nothing about the resource: it is not stored, and not a change.
+    /// outcome in the state. `fresh`: the outcome as the state keeps it (validators and body
+    /// hash included); `None` for a line that never became a request. A `cancelled` record
+    /// says nothing about the resource: it is not stored, and not a change.
     pub(super) async fn mark(
         self,
         state: &State,
