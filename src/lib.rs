@@ -56,7 +56,8 @@
 //! binary does this); [`Settings`] and its parts ([`RequestDefaults`], [`Body`],
 //! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`]) configure it, with the parsers a
 //! front end needs to build them from text ([`parse_header`], [`parse_method`], the units'
-//! `FromStr`); [`Record`] and its parts describe each line; [`Error`] and [`SettingsError`]
+//! `FromStr`) and the redaction rules it shows ([`is_credential_header`],
+//! [`DEFAULT_MASKED_PARAMS`]); [`Record`] and its parts describe each line; [`Error`] and [`SettingsError`]
 //! stop a run; [`count_records`] sizes a progress bar. Everything else is private.
 
 #![forbid(unsafe_code)]
@@ -68,6 +69,7 @@ mod error;
 mod fetch;
 mod header;
 mod input;
+mod json;
 mod limit;
 mod output;
 mod record;
@@ -84,12 +86,13 @@ mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
-pub use crate::header::{parse_header, parse_method};
+pub use crate::header::{is_credential_header, parse_header, parse_method};
 pub use crate::input::Source;
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };
+pub use crate::redact::DEFAULT_MASKED_PARAMS;
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_with_cancel};

@@ -19,7 +19,9 @@ use crate::input::{self, Source};
 use crate::limit::{Gate, Limits};
 use crate::output::{self, Observer, SinkHandle, Tally};
 use crate::record::Record;
+use crate::redact::Redactor;
 use crate::resume::Done;
+use crate::save::SaveDir;
 use crate::settings::Settings;
 use crate::{fetch, reorder, scheduler};
 
@@ -116,17 +118,26 @@ pub fn start_with_cancel(
         return Err(Error::NoRuntime);
     }
     settings.check()?;
-    if let Some(dir) = &settings.save_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
-        })?;
-    }
+    let redactor = Arc::new(Redactor::new(&settings.mask_params));
     let client = fetch::client(&settings)?;
     let done = match &settings.resume {
-        Some(path) => Some(Done::load(path).map_err(|source| Error::Resume {
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => Some(
+            Done::load(path, Redactor::clone(&redactor)).map_err(|source| Error::Resume {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    // Created last: nothing is made on disk until every setting has been checked.
+    let save_dir = match &settings.save_dir {
+        Some(dir) => {
+            let mut keep = settings.keep_files.clone();
+            keep.extend(settings.resume.clone());
+            Some(SaveDir::create(dir, &keep).map_err(|e| {
+                SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
+            })?)
+        }
         None => None,
     };
     let gate = Gate::new(Limits::from_settings(&settings));
@@ -139,6 +150,8 @@ pub fn start_with_cancel(
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
+        redactor: Arc::clone(&redactor),
+        save_dir,
         gate,
         start: Instant::now(),
         done,
@@ -155,7 +168,7 @@ pub fn start_with_cancel(
         tokio::select! {
             biased;
             () = stop.cancelled() => Ok(()),
-            read = input::read_lines(source, line_tx) => read,
+            read = input::read_lines(source, line_tx, redactor) => read,
         }
     });
     let (order, order_rx) = window.unzip();

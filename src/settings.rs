@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use reqwest::header::HeaderName;
 use url::Url;
 
 use crate::error::SettingsError;
@@ -72,6 +73,15 @@ pub struct Settings {
     pub adaptive: bool,
     /// Most jobs held waiting for admission (`--lookahead`).
     pub lookahead: NonZeroUsize,
+    /// Query and fragment parameters whose values are masked in records and logs (any case;
+    /// `--mask-param` adds to the default, [`crate::DEFAULT_MASKED_PARAMS`]).
+    pub mask_params: Vec<String>,
+    /// Header names that carry credentials besides those [`crate::is_credential_header`]
+    /// recognises (`--credential-header`): dropped when a redirect leaves the origin.
+    pub credential_headers: Vec<HeaderName>,
+    /// Files this run reads or writes besides `resume` (the binary's input, `-o`,
+    /// `--summary`): `--save-dir` never replaces one of them.
+    pub keep_files: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -100,13 +110,20 @@ impl Default for Settings {
             per_host_rates: Vec::new(),
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
+            mask_params: crate::redact::DEFAULT_MASKED_PARAMS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            credential_headers: Vec::new(),
+            keep_files: Vec::new(),
         }
     }
 }
 
 impl Settings {
-    /// Check what the field types cannot: every duration that bounds a wait is above zero,
-    /// and the User-Agent is a valid header value. The error names the setting.
+    /// Check what the field types cannot: every duration that bounds a wait is above zero
+    /// (a zero timeout is refused rather than read as "no timeout"), and the User-Agent is a
+    /// valid header value. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
         for (name, d) in [
             ("timeout", self.timeout),

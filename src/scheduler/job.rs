@@ -14,10 +14,8 @@ use super::Context;
 use crate::fetch::{self, Outcome};
 use crate::limit::{HostKey, Slot};
 use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError, encode_body};
-use crate::redact::display_url;
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
-use crate::save;
 use crate::units::HumanDuration;
 
 /// A request that will get a record: what the record says about the line.
@@ -68,7 +66,7 @@ impl Job {
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
-                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request) => outcome,
+                outcome = fetch::attempt(&ctx.client, &ctx.settings, &ctx.redactor, &self.request) => outcome,
             };
             if let Some(slot) = &slot {
                 // Retry-After pauses the host; --adaptive adjusts its rate.
@@ -99,7 +97,7 @@ impl Job {
             };
             tracing::debug!(
                 "{} attempt {} failed ({}); retrying in {}",
-                display_url(&self.request.url),
+                ctx.redactor.url(&self.request.url),
                 tally.count,
                 error.kind.as_str(),
                 HumanDuration(wait)
@@ -136,8 +134,8 @@ impl Job {
             e.previous = tally.previous;
         }
         let mut saved = None;
-        if let (Some(dir), Some(body)) = (&ctx.settings.save_dir, &outcome.body) {
-            match save::write(dir, self.seq, self.request.id.as_ref(), body).await {
+        if let (Some(dir), Some(body)) = (&ctx.save_dir, &outcome.body) {
+            match dir.write(self.seq, self.request.id.as_ref(), body).await {
                 Ok(s) => saved = Some(s),
                 // A body we could not keep fails the record even when the response was fine:
                 // the user asked for the file.
@@ -152,11 +150,14 @@ impl Job {
             .body
             .as_deref()
             .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
-        let (body, body_encoding) = body.unzip();
+        let (body, body_encoding, body_note) = match body {
+            Some(b) => (Some(b.value), Some(b.encoding), b.note),
+            None => (None, None, None),
+        };
         Record {
             seq: self.seq,
             line: self.line,
-            url: display_url(&self.request.url),
+            url: ctx.redactor.url(&self.request.url),
             ok: outcome.error.is_none(),
             status: outcome.status,
             started_ms: Some(millis(
@@ -167,6 +168,7 @@ impl Job {
             content_type: outcome.content_type,
             body,
             body_encoding,
+            body_note,
             error: outcome.error,
             attempts: Some(tally.count),
             id: self.request.id.clone(),
