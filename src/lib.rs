@@ -62,8 +62,10 @@
 //! - [`Settings`] and its parts ([`RequestDefaults`], [`Body`], [`RetryPolicy`], [`Proxy`],
 //!   [`CaCerts`], [`BodyMode`], [`Rate`], [`Filter`] (a compiled jq filter), with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
 //!   a run; the parsers a front end needs to build them from text are public too
-//!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), and
-//!   [`SettingsError::new`] lets it report its own settings the same way.
+//!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), as
+//!   are the redaction rules a front end shows ([`is_credential_header`],
+//!   [`DEFAULT_MASKED_PARAMS`]), and [`SettingsError::new`] lets it report its own settings
+//!   the same way.
 //! - [`Record`] and its parts ([`RecordError`], [`ErrorKind`], [`PreviousError`], [`Saved`],
 //!   [`BodyEncoding`]) describe each line; [`Tally`] counts what was written.
 //! - [`Error`] and [`SettingsError`] stop a run; [`count_records`] sizes a progress bar.
@@ -81,6 +83,7 @@ mod fetch;
 mod filter;
 mod header;
 mod input;
+mod json;
 mod limit;
 mod output;
 mod paging;
@@ -100,12 +103,13 @@ mod units;
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
 pub use crate::filter::Filter;
-pub use crate::header::{parse_header, parse_header_value, parse_method};
+pub use crate::header::{is_credential_header, parse_header, parse_header_value, parse_method};
 pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };
+pub use crate::redact::DEFAULT_MASKED_PARAMS;
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
 pub use crate::run::{Run, Writing, run, start, start_input, start_with_cancel};

@@ -7,12 +7,14 @@
 //! reader is done (`| head -n 1`): the writer stops quietly and says so.
 //!
 //! Lines are written whole: each record is serialized on its own first, then written to the
-//! buffer under a lock, and a [`SinkHandle`] (used when a second Ctrl-C exits at once) takes
-//! that same lock to flush, so the sink never ends in half a record.
+//! buffer under a lock (a line larger than the buffer goes to the sink directly, still under
+//! the lock), and a [`SinkHandle`] (used when a second Ctrl-C exits at once) takes that same
+//! lock to flush, waiting for a line in progress to be finished, so the sink never ends in
+//! half a record.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -88,35 +90,28 @@ impl std::fmt::Debug for SinkHandle {
 
 impl SinkHandle {
     /// Flush the whole lines written so far and stop the writer from starting another, for a
-    /// process about to exit at once (a second Ctrl-C). Waits for a line being written to
-    /// finish, at most `patience` (a reader that stopped reading cannot hold the exit up); the
-    /// sink stays frozen while the returned guard lives.
-    pub fn freeze(&self, patience: Duration) -> Frozen<'_> {
-        let deadline = Instant::now() + patience;
-        loop {
-            match self.0.try_lock() {
-                Ok(mut out) => {
-                    let _ = out.flush();
-                    return Frozen { _guard: Some(out) };
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    let mut out = p.into_inner();
-                    let _ = out.flush();
-                    return Frozen { _guard: Some(out) };
-                }
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => return Frozen { _guard: None },
+    /// process about to exit at once (a second Ctrl-C). A line being written is finished
+    /// first, however long its reader takes: a record is written whole or not at all.
+    /// `on_wait` is called once if that wait begins (to say why the exit is not immediate).
+    /// The sink stays frozen while the returned guard lives.
+    pub fn freeze(&self, on_wait: impl FnOnce()) -> Frozen<'_> {
+        let mut out = match self.0.try_lock() {
+            Ok(out) => out,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                on_wait();
+                self.0.lock().unwrap_or_else(PoisonError::into_inner)
             }
-        }
+        };
+        // Only whole lines are buffered: flushing them cannot end in half a record.
+        let _ = out.flush();
+        Frozen { _guard: out }
     }
 }
 
-/// A sink frozen by [`SinkHandle::freeze`]: no line starts while this lives. Empty when a
-/// line being written did not finish within the patience.
+/// A sink frozen by [`SinkHandle::freeze`]: no line starts while this lives.
 pub struct Frozen<'a> {
-    _guard: Option<MutexGuard<'a, dyn Write + Send + 'static>>,
+    _guard: MutexGuard<'a, dyn Write + Send + 'static>,
 }
 
 /// The next record: at once if one is queued; else, after flushing what was written (so a

@@ -19,8 +19,10 @@ use crate::input::{self, Input, Rounds, Source};
 use crate::limit::{Gate, Limits};
 use crate::output::{self, Observer, SinkHandle, Tally};
 use crate::record::Record;
+use crate::redact::Redactor;
 use crate::reorder::Order;
 use crate::resume::Done;
+use crate::save::SaveDir;
 use crate::settings::Settings;
 use crate::state::State;
 use crate::{fetch, reorder, scheduler};
@@ -164,17 +166,26 @@ fn launch(
     stop: CancellationToken,
     state: Option<State>,
 ) -> Result<Run, Error> {
-    if let Some(dir) = &settings.save_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
-        })?;
-    }
+    let redactor = Arc::new(Redactor::new(&settings.mask_params));
     let client = fetch::client(&settings)?;
     let done = match &settings.resume {
-        Some(path) => Some(Done::load(path).map_err(|source| Error::Resume {
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => Some(
+            Done::load(path, Redactor::clone(&redactor)).map_err(|source| Error::Resume {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    // Created last: nothing is made on disk until every setting has been checked.
+    let save_dir = match &settings.save_dir {
+        Some(dir) => {
+            let mut keep = settings.keep_files.clone();
+            keep.extend(settings.resume.clone());
+            Some(SaveDir::create(dir, &keep).map_err(|e| {
+                SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
+            })?)
+        }
         None => None,
     };
     let gate = Gate::new(Limits::from_settings(&settings));
@@ -189,6 +200,8 @@ fn launch(
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
+        redactor: Arc::clone(&redactor),
+        save_dir,
         gate,
         start: Instant::now(),
         done,
@@ -248,7 +261,7 @@ async fn drive(
             tokio::select! {
                 biased;
                 () = stop.cancelled() => Ok(()),
-                read = input::read_lines(source, line_tx) => read,
+                read = input::read_lines(source, line_tx, Arc::clone(&ctx.redactor)) => read,
             }
         };
         let round = scheduler::Round { index, guard };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::error::SettingsError;
@@ -118,6 +118,15 @@ pub struct Settings {
     pub next_param: Option<String>,
     /// Pages fetched at most per line, the first included (`--max-pages`).
     pub max_pages: NonZeroU32,
+    /// Query and fragment parameters whose values are masked in records and logs (any case;
+    /// `--mask-param` adds to the default, [`crate::DEFAULT_MASKED_PARAMS`]).
+    pub mask_params: Vec<String>,
+    /// Header names that carry credentials besides those [`crate::is_credential_header`]
+    /// recognises (`--credential-header`): dropped when a redirect leaves the origin.
+    pub credential_headers: Vec<HeaderName>,
+    /// Files this run reads or writes besides `resume` (the binary's input, `-o`,
+    /// `--summary`): `--save-dir` never replaces one of them.
+    pub keep_files: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -160,6 +169,12 @@ impl Default for Settings {
             next: None,
             next_param: None,
             max_pages: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            mask_params: crate::redact::DEFAULT_MASKED_PARAMS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            credential_headers: Vec::new(),
+            keep_files: Vec::new(),
         }
     }
 }
@@ -176,7 +191,8 @@ impl Settings {
         }
     }
 
-    /// Check what the field types cannot: every duration that bounds a wait is above zero,
+    /// Check what the field types cannot: every duration that bounds a wait is above zero (a
+    /// zero timeout is refused rather than read as "no timeout"),
     /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
     /// and a JSON request body is JSON. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {

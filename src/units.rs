@@ -280,4 +280,31 @@ mod tests {
         assert_eq!("64k".parse::<ByteSize>().unwrap().0, 64_000);
         assert!("ten".parse::<ByteSize>().is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// What a unit prints, it parses back to the same value.
+        #[test]
+        fn units_round_trip_through_their_display(
+            bytes in 0u64..(1 << 50),
+            millis in 0u64..10_000_000_000,
+            count in 1u32..=1_000_000,
+            per in proptest::sample::select(vec![1u64, 60, 3600]),
+        ) {
+            proptest::prop_assert_eq!(ByteSize(bytes).to_string().parse::<ByteSize>().unwrap(), ByteSize(bytes));
+            let d = HumanDuration(Duration::from_millis(millis));
+            proptest::prop_assert_eq!(d.to_string().parse::<HumanDuration>().unwrap(), d);
+            let r = Rate { count: NonZeroU32::new(count).unwrap(), per: Duration::from_secs(per) };
+            proptest::prop_assert_eq!(r.to_string().parse::<Rate>().unwrap(), r);
+        }
+
+        /// No text makes a unit parser panic.
+        #[test]
+        fn any_text_is_a_unit_or_an_error(text in "\\PC{0,30}") {
+            let _ = text.parse::<ByteSize>();
+            let _ = text.parse::<HumanDuration>();
+            let _ = text.parse::<Rate>();
+        }
+    }
 }

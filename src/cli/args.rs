@@ -42,7 +42,8 @@ pub(crate) struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 
-    /// Only errors on stderr: no progress line, no summary, no per-URL log lines
+    /// Only errors on stderr: no progress line, no summary, no warnings, no per-URL log
+    /// lines (every failure is in its record); RUST_LOG does not override it
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
 }

@@ -9,15 +9,19 @@
 //! a bad value is one error that names the file and the key; a value of an option that may
 //! hold a credential is never quoted.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Command;
 
 use super::options::is_run_option;
 
-/// Options whose values may hold credentials: their values are never quoted in errors and are
-/// masked by `fetchall config`.
+/// Options whose values may hold credentials: their values are never quoted in errors
+/// (`fetchall config` masks credential headers, a proxy password and inline bodies).
 pub(crate) const SECRET_KEYS: [&str; 5] = ["header", "proxy", "data", "json", "user-agent"];
+
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// A config file, read and split into option values.
 #[derive(Debug, Default, Clone)]
@@ -42,7 +46,14 @@ impl ConfigFile {
             return Ok(ConfigFile::default());
         };
         let fail = |message: String| format!("config file {}: {message}", path.display());
-        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        // Bounded like every input: a config file is a few hundred bytes, not a disk image.
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             // toml's message quotes the offending line, which may hold a credential: keep
             // only where it is and what is wrong.

@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, Filter, HumanDuration, Proxy, Rate, RequestDefaults, RetryPolicy,
-    Settings, SettingsError,
+    Body, BodyMode, ByteSize, Filter, HeaderName, HumanDuration, Proxy, Rate, RequestDefaults,
+    RetryPolicy, Settings, SettingsError,
 };
 use strum::VariantNames;
 
@@ -196,6 +196,19 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = D.lookahead)]
     pub(crate) lookahead: NonZeroUsize,
 
+    /// Also mask the value of this query (or fragment) parameter in records and logs; repeat
+    /// for more. Added to the built-in list (token, access_token, api_key, key, sig,
+    /// signature, password, secret, session, ...; see docs/security.md) [default: none]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) mask_param: Vec<String>,
+
+    /// Also treat this request header as a credential: dropped when a redirect leaves the
+    /// request's origin, masked by `fetchall config`; repeat for more. Added to the built-in
+    /// rule (Authorization, Cookie, and names containing key, token, secret, password, auth,
+    /// session, ...; see docs/security.md) [default: none]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) credential_header: Vec<String>,
+
     /// Threads of the async runtime that runs the requests; 0 means one per CPU core. One
     /// thread keeps tens of thousands of requests a second going; more help only when
     /// decoding large bodies is the bottleneck (at most 1024)
@@ -315,6 +328,8 @@ pub(crate) fn is_run_option(long: &str) -> bool {
 /// What the binary itself does with a run, beyond the library's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Outputs {
+    /// The files `-d @FILE` and `--json @FILE` read.
+    pub(crate) bodies: Vec<PathBuf>,
     /// Records to this file instead of stdout.
     pub(crate) output: Option<PathBuf>,
     /// The JSON summary to this file.
@@ -391,12 +406,38 @@ impl RunArgs {
             .transpose()?;
         s.next_param = self.next_param.clone();
         s.max_pages = self.max_pages;
+        s.mask_params
+            .extend(self.mask_param.iter().map(|p| p.trim().to_owned()));
+        // Parsed here, not by clap: a mistaken `Name: value` must not be quoted back.
+        s.credential_headers = self
+            .credential_header
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| {
+                    SettingsError::new(
+                        "credential-header",
+                        "not a valid header name (give the name only, e.g. X-Tenant)",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         s.check()?;
         let outputs = Outputs {
+            bodies: self.body_files(),
             output: self.output.clone(),
             summary: self.summary.clone(),
         };
         Ok((s, outputs))
+    }
+
+    /// The files `-d @FILE` and `--json @FILE` name (without reading them).
+    pub(crate) fn body_files(&self) -> Vec<PathBuf> {
+        [&self.data, &self.json]
+            .into_iter()
+            .flatten()
+            .filter_map(|arg| arg.strip_prefix('@'))
+            .map(PathBuf::from)
+            .collect()
     }
 
     fn retry_policy(&self) -> RetryPolicy {

@@ -1,17 +1,21 @@
-//! One attempt at one request: send it, read the body within `--max-body`, and describe what
-//! came back as an [`Outcome`]. Whether to try again is not decided here (that is `retry`).
+//! One attempt at one request: send it, follow its redirects, read the body within
+//! `--max-body`, and describe what came back as an [`Outcome`]. Whether to try again is not
+//! decided here (that is `retry`).
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use reqwest::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue,
-    LAST_MODIFIED, RETRY_AFTER,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, LAST_MODIFIED,
+    RETRY_AFTER,
 };
+use reqwest::{Method, StatusCode};
 
-use super::classify::describe;
+use super::classify::{describe, timed_out};
+use super::redirect::{self, Hop, Next};
 use crate::limit::{Budget, budget};
 use crate::record::{ErrorKind, RecordError};
+use crate::redact::Redactor;
 use crate::request::Request;
 use crate::settings::Settings;
 
@@ -95,29 +99,6 @@ fn link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-/// The reqwest request for `request`, already completed by the flags' template (its method,
-/// headers and body are final). Every attempt, the first and each retry, builds it here.
-/// `last` (nothing else for its host is known to come): ask for the connection to be closed
-/// after the response (`Connection: close`, HTTP/1; hyper drops the header on HTTP/2), so it
-/// does not sit idle in the pool with its socket and TLS state. A `Connection` header of the
-/// request's own is left as it is.
-fn build_request(
-    client: &reqwest::Client,
-    request: &Request,
-    last: bool,
-) -> reqwest::RequestBuilder {
-    let mut builder = client
-        .request(request.method(), request.url.clone())
-        .headers(request.headers.clone());
-    if last && !request.headers.contains_key(CONNECTION) {
-        builder = builder.header(CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Some(body) = &request.body {
-        builder = builder.body(body.bytes());
-    }
-    builder
-}
-
 /// Response headers as lower-case name -> values (in the order received); a repeated header
 /// such as Set-Cookie keeps every value. A value that is not UTF-8 is shown lossily.
 fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<String>> {
@@ -130,25 +111,58 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<Stri
     map
 }
 
-/// Make one attempt at `request`; `last`: no other request to its host is known to come (see
-/// `build_request`).
+/// Make one attempt at `request`: send it, follow its redirects (see `redirect`), read the
+/// body. `--timeout` covers the whole attempt, every hop and the body. `last`: no other
+/// request to its host is known to come, so its connection is not kept (see `Hop::build`).
 pub(crate) async fn attempt(
     client: &reqwest::Client,
     settings: &Settings,
+    redactor: &Redactor,
     request: &Request,
     last: bool,
 ) -> Outcome {
     let started = Instant::now();
-    let mut response = match build_request(client, request, last).send().await {
-        Ok(r) => r,
-        Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
+    let mut hop = Hop::first(request);
+    let mut followed = 0u32;
+    let mut response = loop {
+        let remaining = settings.timeout.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Outcome::failed(timed_out(settings, "after a redirect"));
+        }
+        let sent = hop.build(client, last).timeout(remaining).send().await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let urls = [&request.url, &hop.url];
+                return Outcome::failed(describe(&e, settings, started, &urls, redactor));
+            }
+        };
+        match redirect::next(&response, &hop, &request.url, followed, settings, redactor) {
+            Next::Done => break response,
+            Next::Follow(next) => {
+                hop = *next;
+                followed += 1;
+            }
+            Next::Refuse(message) => {
+                let mut outcome = Outcome::of_head(&response, settings);
+                outcome.error = Some(RecordError::new(ErrorKind::Redirect, message));
+                return outcome;
+            }
+        }
     };
     let status = response.status();
     let mut outcome = Outcome::of_head(&response, settings);
+    // HEAD, 1xx, 204 and 304 have no body, whatever their Content-Length says: nothing to
+    // limit, and `bytes` is 0.
+    let bodiless = hop.method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
     let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
+        && !bodiless
         && len > settings.max_body
         && response.headers().get(CONTENT_ENCODING).is_none()
     {
@@ -161,6 +175,7 @@ pub(crate) async fn attempt(
         ));
         return outcome;
     }
+    let declared = declared.filter(|_| !bodiless);
 
     match read_body(&mut response, declared, settings.max_body).await {
         Ok(body) => {
@@ -180,7 +195,8 @@ pub(crate) async fn attempt(
         }
         Err((bytes, BodyError::Failed(e))) => {
             outcome.bytes = Some(bytes);
-            outcome.error = Some(describe(&e, settings, started, request));
+            let urls = [&request.url, &hop.url];
+            outcome.error = Some(describe(&e, settings, started, &urls, redactor));
             return outcome;
         }
     }

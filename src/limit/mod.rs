@@ -277,7 +277,7 @@ impl Gate {
             tracing::info!(
                 "{} answered {status} with Retry-After {}: pausing the host for {:.1}s",
                 slot.host,
-                retry_after.unwrap_or_default().trim(),
+                crate::redact::bounded(retry_after.unwrap_or_default().trim(), 64),
                 until.duration_since(now).as_secs_f64()
             );
             self.pause(&slot.host, until);

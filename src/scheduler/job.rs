@@ -22,10 +22,8 @@ use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError,
     encode_body,
 };
-use crate::redact::display_url;
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
-use crate::save;
 use crate::state::{Key, State, Stored, body_hash};
 use crate::units::HumanDuration;
 
@@ -170,7 +168,7 @@ impl Job {
             }
             page += 1;
             if !seen.insert(next.clone()) {
-                let _ = records.send(self.page_loop(&next, page)).await;
+                let _ = records.send(self.page_loop(ctx, &next, page)).await;
                 return;
             }
             if conditional {
@@ -189,11 +187,11 @@ impl Job {
     }
 
     /// The record of a page whose URL the line fetched already (nothing is fetched).
-    fn page_loop(&self, url: &Url, page: u32) -> Record {
+    fn page_loop(&self, ctx: &Context, url: &Url, page: u32) -> Record {
         let mut record = Record::input_error(
             self.seq,
             self.line,
-            display_url(url),
+            ctx.redactor.url(url),
             ErrorKind::PageLoop,
             format!("page {page} would fetch a URL this line fetched already (a page loop)"),
         );
@@ -251,7 +249,7 @@ impl Job {
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
-                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request, last) => outcome,
+                outcome = fetch::attempt(&ctx.client, &ctx.settings, &ctx.redactor, &self.request, last) => outcome,
             };
             if let Some(slot) = &slot {
                 // Retry-After pauses the host, quota headers pace it; --adaptive adjusts its
@@ -287,7 +285,7 @@ impl Job {
             };
             tracing::debug!(
                 "{} attempt {} failed ({}); retrying in {}",
-                display_url(&self.request.url),
+                ctx.redactor.url(&self.request.url),
                 tally.count,
                 error.kind.as_str(),
                 HumanDuration(wait)
@@ -332,8 +330,8 @@ impl Job {
             e.previous = tally.previous;
         }
         let mut saved = None;
-        if let (Some(dir), Some(body)) = (&ctx.settings.save_dir, &outcome.body) {
-            match save::write(dir, self.seq, self.request.id.as_ref(), body).await {
+        if let (Some(dir), Some(body)) = (&ctx.save_dir, &outcome.body) {
+            match dir.write(self.seq, self.request.id.as_ref(), body).await {
                 Ok(s) => saved = Some(s),
                 // A body we could not keep fails the record even when the response was fine:
                 // the user asked for the file.
@@ -356,21 +354,26 @@ impl Job {
             filtered = filtered::run(&ctx.settings, b);
             outcome.error = filtered.error.take();
         }
-        let body = match filtered.body {
+        let (body, body_encoding, body_note) = match filtered.body {
             // --body-filter's output is JSON whatever the response was (--body none still
             // leaves it out).
-            Some(v) if ctx.settings.body != BodyMode::None => Some((v, BodyEncoding::Json)),
-            _ => outcome
+            Some(v) if ctx.settings.body != BodyMode::None => {
+                (Some(v), Some(BodyEncoding::Json), None)
+            }
+            _ => match outcome
                 .body
                 .as_deref()
                 .filter(|_| !not_modified)
-                .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b)),
+                .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b))
+            {
+                Some(b) => (Some(b.value), Some(b.encoding), b.note),
+                None => (None, None, None),
+            },
         };
-        let (body, body_encoding) = body.unzip();
         let mut record = Record {
             seq: self.seq,
             line: self.line,
-            url: display_url(&self.request.url),
+            url: ctx.redactor.url(&self.request.url),
             ok: outcome.error.is_none(),
             status: outcome.status,
             started_ms: Some(millis(
@@ -381,6 +384,7 @@ impl Job {
             content_type: outcome.content_type,
             body,
             body_encoding,
+            body_note,
             error: outcome.error,
             attempts: Some(tally.count),
             id: self.request.id.clone(),

@@ -36,8 +36,10 @@ use self::job::{Job, Polled};
 use crate::input::Line;
 use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
+use crate::redact::Redactor;
 use crate::reorder::{Order, Place};
 use crate::resume::Done;
+use crate::save::SaveDir;
 use crate::settings::Settings;
 use crate::state::{Key, State};
 
@@ -59,6 +61,10 @@ pub(crate) fn alive_bound(settings: &Settings) -> usize {
 pub(crate) struct Context {
     pub client: reqwest::Client,
     pub settings: Settings,
+    /// How URLs and messages are shown (`settings.mask_params`).
+    pub redactor: Arc<Redactor>,
+    /// `--save-dir`, with the names this run has used.
+    pub save_dir: Option<SaveDir>,
     pub gate: Gate,
     pub start: Instant,
     /// Lines an earlier run already fetched (`--resume`).

@@ -8,6 +8,7 @@ mod cookbook;
 mod everyday;
 mod fault_server;
 mod faults;
+mod hardening;
 mod library;
 mod limits;
 mod politeness;
