@@ -113,8 +113,9 @@ impl Job {
         let conditional = self.add_validators(ctx);
         let paging = ctx.settings.paging_for(&self.request);
         let paged = paging.active();
-        let original = self.request.url.clone();
-        let mut seen = HashSet::from([original.clone()]);
+        // Only a paginated line keeps its URLs (an unpaginated one allocates nothing here).
+        let original = paged.then(|| self.request.url.clone());
+        let mut seen: HashSet<Url> = original.iter().cloned().collect();
         let mut slot = slot;
         let mut page = 0u32;
         loop {
@@ -124,9 +125,9 @@ impl Job {
                 previous: Vec::new(),
             };
             let (outcome, held) = self.attempt_until_done(ctx, slot, &mut tally).await;
-            let next = match (paged, &outcome.error) {
-                (true, None) => paging.next_url(
-                    &original,
+            let next = match (&original, &outcome.error) {
+                (Some(original), None) => paging.next_url(
+                    original,
                     &self.request.url,
                     outcome.link.as_deref(),
                     outcome.body.as_deref(),
