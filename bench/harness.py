@@ -115,6 +115,33 @@ def proc_cpu_s(pids):
     return total / tck
 
 
+def children_of(pid):
+    """Pids of the direct children of pid (all its threads)."""
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def sample_fds(pid, stop, out):
+    """Until stop is set: the most open file descriptors of pid's child (the tool under GNU
+    time), counted in /proc every 2 ms. A short peak between samples can be missed."""
+    import threading  # noqa: F401 (the caller runs this in a thread)
+    best = 0
+    while not stop.is_set():
+        for kid in children_of(pid) or [pid]:
+            try:
+                best = max(best, len(os.listdir(f"/proc/{kid}/fd")))
+            except OSError:
+                pass
+        stop.wait(0.002)
+    out.append(best)
+
+
 def cmd_measure(args):
     cmd = args.cmd
     if cmd and cmd[0] == "--":
@@ -137,8 +164,17 @@ def cmd_measure(args):
     st0 = stat_sample()
     t0 = time.perf_counter()
     pid = os.posix_spawnp(full[0], full, os.environ, file_actions=actions)
+    fds = []
+    if args.sample_fds:
+        import threading
+        stop = threading.Event()
+        sampler = threading.Thread(target=sample_fds, args=(pid, stop, fds))
+        sampler.start()
     _, status, _ = os.wait4(pid, 0)
     wall = time.perf_counter() - t0
+    if args.sample_fds:
+        stop.set()
+        sampler.join()
     st1 = stat_sample()
     srv1 = proc_cpu_s(server_pids)
     # CPU seconds the whole machine was busy during the run (all cores).
@@ -156,6 +192,13 @@ def cmd_measure(args):
     }
     if server_pids:
         rec["server_cpu_s"] = srv1 - srv0
+    if fds:
+        rec["max_fds"] = fds[0]
+    if args.bound_s:
+        rec["bound_s"] = args.bound_s
+    for kv in args.extra or []:
+        k, v = kv.split("=", 1)
+        rec[k] = v
     if not args.no_rusage:
         try:
             user, sys_, maxrss_kb = parse_gnu_time(rus_path)
@@ -176,7 +219,7 @@ def cmd_measure(args):
     rec["lines"] = lines
     rec["ok_lines"] = ok
     problems = []
-    if rc != 0:
+    if rc != args.expect_rc:
         problems.append(f"exit status {rc}")
     if lines != args.n:
         problems.append(f"{lines} output lines for {args.n} URLs")
@@ -254,6 +297,9 @@ def summarize(recs):
         "rss_mb": rss / 1024 if rss is not None else None,
         "srv_pct": med([100 * r["server_cpu_s"] / r["wall_s"] for r in use if "server_cpu_s" in r]),
         "wall_ms": wall * 1000 if wall is not None else None,
+        "max_fds": med([r.get("max_fds") for r in use]),
+        "max_fds_max": max([r.get("max_fds", 0) for r in use] or [0]) or None,
+        "of_bound": med([100 * r["bound_s"] / r["wall_s"] for r in use if "bound_s" in r]),
         "min_ms": min(r["wall_s"] for r in use) * 1000,
     }
 
@@ -262,6 +308,15 @@ def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def meta_series_titles(meta):
+    """Series titles passed as --meta 'title:PHASE=Title' (removed from the header table)."""
+    titles = {}
+    for k in list(meta):
+        if k.startswith("title:"):
+            titles[k[len("title:"):]] = meta.pop(k)
+    return titles
 
 
 def cmd_report(args):
@@ -278,6 +333,7 @@ def cmd_report(args):
         if r["tool"] not in tools_order:
             tools_order.append(r["tool"])
     meta = dict(kv.split("=", 1) for kv in (args.meta or []))
+    titles = meta_series_titles(meta)
 
     out = ["# fetchall benchmark results", ""]
     if meta:
@@ -362,6 +418,57 @@ def cmd_report(args):
                           "fetchall / this (<1 = fetchall faster)", "check"], rows))
         out.append("")
 
+    # The other series (issue 15): one table each, in the order they ran.
+    known = {"throughput", "memory", "latency", "warmup"}
+    series = []
+    for r in recs:
+        if r["phase"] not in known and r["phase"] not in series:
+            series.append(r["phase"])
+    for ph in series:
+        keys = []
+        for r in recs:
+            if r["phase"] == ph and (r["tool"], r["n"]) not in keys:
+                keys.append((r["tool"], r["n"]))
+        title = titles.get(ph, ph)
+        out += [f"## {title} (medians)", ""]
+        rows = []
+        stats = {}
+        for t, n in keys:
+            g = groups[(ph, t, n)]
+            st = summarize(g)
+            stats[t] = st
+            conc = g[0]["concurrency"]
+            rows.append([t, f"{n:,}", str(conc), str(st["runs"]), fmt(st["wall"], 3), fmt(st["rps"], 0),
+                         fmt(st["cpu"]), fmt(st["cpu_ms_per_1k"], 1), fmt(st["rss_mb"], 1),
+                         fmt(st["max_fds_max"], 0) if st["max_fds_max"] else "n/a",
+                         (fmt(st["of_bound"], 1) + "%") if st["of_bound"] is not None else "",
+                         fmt(st["srv_pct"], 0), check_cell(st)])
+        out.append(table(["tool", "URLs", "c", "runs", "wall s", "req/s", "user+sys CPU s",
+                          "CPU ms / 1k req", "peak RSS MB", "most open fds (any run)",
+                          "% of bound", "server CPU %", "check"], rows))
+        out.append("")
+        if "fetchall" in stats and len(stats) > 1:
+            f = stats["fetchall"]
+            rrows = []
+            for t, st in stats.items():
+                if t == "fetchall":
+                    continue
+                if f["good"] < f["runs"] or st["good"] < st["runs"]:
+                    rrows.append([f"fetchall / {t}"] + ["n/a (failed check)"] * 3)
+                    continue
+                rrows.append([f"fetchall / {t}", fmt(ratio(f["rps"], st["rps"])),
+                              fmt(ratio(f["cpu_ms_per_1k"], st["cpu_ms_per_1k"])),
+                              fmt(ratio(f["rss_mb"], st["rss_mb"]))])
+            out.append(table(["ratio", "throughput (>1 = fetchall faster)",
+                              "CPU per request (<1 = fetchall cheaper)",
+                              "peak RSS (<1 = fetchall smaller)"], rrows))
+            out.append("")
+
+    if args.append_md:
+        for path in args.append_md:
+            with open(path) as f:
+                out += [f.read().rstrip(), ""]
+
     noisy = [r for r in recs if r.get("other_cpu_pct", 0) >= OTHER_CPU_WARN]
     if noisy:
         checked = sum(1 for r in recs if "other_cpu_pct" in r)
@@ -416,12 +523,19 @@ def main():
     m.add_argument("--no-rusage", action="store_true", help="wall time only (no GNU time wrapper)")
     m.add_argument("--delete-stdout", action="store_true")
     m.add_argument("--server-pids", help="comma-separated pids whose CPU use during the run is recorded")
+    m.add_argument("--expect-rc", type=int, default=0, help="the exit status a good run has")
+    m.add_argument("--sample-fds", action="store_true",
+                   help="record the most open file descriptors of the tool (sampled every 2 ms)")
+    m.add_argument("--bound-s", type=float,
+                   help="the least wall time the run can take (e.g. URLs x latency / concurrency)")
+    m.add_argument("--extra", action="append", help="k=v recorded with the run (shown in its series)")
     m.add_argument("cmd", nargs=argparse.REMAINDER)
 
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
     r.add_argument("--md")
     r.add_argument("--meta", action="append")
+    r.add_argument("--append-md", action="append", help="markdown file to append after the series tables")
 
     args = p.parse_args()
     rc = {"freeport": cmd_freeport, "cpubusy": cmd_cpubusy, "genurls": cmd_genurls,

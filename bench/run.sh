@@ -12,7 +12,17 @@
 #      alternately, RUNS runs each, concurrency CONCURRENCY
 #   5. single-URL latency: process start to exit, LATENCY_RUNS runs each
 #   6. memory series: fetchall at each of SIZES URLs (peers up to PEERS_MEM_MAX)
-#   7. prints median tables and writes them to bench/results/latest.md
+#   7. the series of issue 15 (docs/performance.md), each in SERIES:
+#      tls    HTTPS to TLS_HOSTS host names h1.localhost .. hN.localhost (one handshake
+#             each), -c CONCURRENCY, with a throwaway CA the bench makes (openssl); fetchall
+#             --cacert CA and curl --cacert CA, alternately, TLS_RUNS runs each
+#      slow   nginx answers after 100 ms (echo_sleep): SLOW_URLS_PER_CONN x c URLs at each c of
+#             SLOW_CONCURRENCY (bound: URLs x 0.1 s / c); curl joins at c <= 300 (its cap)
+#      rate   bench/rate.sh's rate series (default burst and --burst 1, 1/s to 5000/s)
+#      hosts  HOSTS_N distinct hosts (http://hN.invalid/x, each fails locally) with
+#             --per-host-rate 1/s -c 200: peak RSS
+#      every run of these records the most open file descriptors (sampled every 2 ms)
+#   8. prints median tables and writes them to bench/results/latest.md
 #      (raw per-run records: bench/results/latest-runs.jsonl)
 # Every run is checked: exit status 0, one output line per URL, every line a 200.
 # The script exits 1 if any check failed.
@@ -38,6 +48,10 @@
 #   NO_INSTALL=0           1 = never call apt-get
 #   KEEP_TMP=0             1 = keep the temp dir (nginx conf, URL lists, outputs)
 #   WAIT_IDLE=0            wait up to this many seconds for other CPU use to stop first
+#   SERIES="throughput latency memory tls slow rate hosts"   which series to run
+#   TLS_HOSTS=1000 TLS_RUNS=5        the HTTPS many-host series
+#   SLOW_CONCURRENCY="1000 5000" SLOW_URLS_PER_CONN=20 SLOW_RUNS=3   the slow-server series
+#   HOSTS_N=1000000 HOSTS_RUNS=1     the many-host memory run
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -63,6 +77,15 @@ AIOHTTP_VENV=${AIOHTTP_VENV:-$ROOT/target/bench-venv}
 NO_INSTALL=${NO_INSTALL:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 WAIT_IDLE=${WAIT_IDLE:-0}
+SERIES=${SERIES:-"throughput latency memory tls slow rate hosts"}
+TLS_HOSTS=${TLS_HOSTS:-1000}
+TLS_RUNS=${TLS_RUNS:-5}
+SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-"1000 5000"}
+SLOW_URLS_PER_CONN=${SLOW_URLS_PER_CONN:-20}
+SLOW_RUNS=${SLOW_RUNS:-3}
+HOSTS_N=${HOSTS_N:-1000000}
+HOSTS_RUNS=${HOSTS_RUNS:-1}
+has() { [[ " $SERIES " == *" $1 "* ]]; }
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '\n*** NOTE: %s\n\n' "$*" >&2; }
@@ -92,6 +115,7 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 [ -x /usr/bin/time ] || missing+=(time)      # GNU time: user/sys CPU and peak RSS
 command -v python3 >/dev/null || missing+=(python3)
+command -v openssl >/dev/null || missing+=(openssl)   # the tls series' throwaway CA
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 NGINX=$(find_nginx)
 
@@ -107,7 +131,7 @@ elif [ -z "$FETCHALL_BIN" ]; then
   BUILT=1
   command -v cargo >/dev/null || die "cargo not found: install Rust, or set FETCHALL_BIN=/path/to/fetchall, or PEERS_ONLY=1"
   log "cargo build --release --locked (in $ROOT)"
-  (cd "$ROOT" && cargo build --release --locked) \
+  (cd "$ROOT" && cargo build --release --locked --bin fetchall --example rate_bench) \
     || die "cargo build failed; fix the crate, or run with PEERS_ONLY=1 to measure the peers only"
   FETCHALL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/fetchall"
 fi
@@ -154,9 +178,40 @@ NGINX_CONNS=$(( $(ulimit -n) - 64 ))     # stay under the fd limit (nginx warns 
 [ "$NGINX_CONNS" -le 8192 ] || NGINX_CONNS=8192
 NGX="$TMP/nginx"
 mkdir -p "$NGX"
+# The tls series: a throwaway CA, and one certificate for h1.localhost .. hN.localhost signed
+# by it (P-256; *.localhost names resolve to loopback in fetchall and curl alike).
+TLS_DIR="$TMP/tls"
+mkdir -p "$TLS_DIR"
+make_tls() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" -subj "/CN=fetchall bench CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$TLS_DIR/leaf.key" -out "$TLS_DIR/leaf.csr" -subj "/CN=h1.localhost" 2>/dev/null
+  python3 -c "import sys; n=int(sys.argv[1]); print('subjectAltName=' + ','.join(f'DNS:h{i}.localhost' for i in range(1, n + 1)))" "$TLS_HOSTS" > "$TLS_DIR/ext.cnf"
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >> "$TLS_DIR/ext.cnf"
+  openssl x509 -req -in "$TLS_DIR/leaf.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 2 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/leaf.pem" 2>/dev/null
+}
+make_tls || die "openssl could not make the throwaway CA and certificate"
+# The slow series needs nginx's echo module (echo_sleep): Debian's libnginx-mod-http-echo.
+ECHO_MODULE=""
+for m in /usr/lib/nginx/modules/ngx_http_echo_module.so /usr/share/nginx/modules/ngx_http_echo_module.so; do
+  [ -f "$m" ] && ECHO_MODULE=$m && break
+done
+if [ -z "$ECHO_MODULE" ] && has slow; then
+  apt_install libnginx-mod-http-echo || true
+  [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] && ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
+fi
+[ -n "$ECHO_MODULE" ] || { has slow && note "no nginx echo module: skipping the slow series"; SERIES=${SERIES/slow/}; }
+
 start_nginx() {
-  local port=$1
+  local port=$1 tls_port=$2 load="" slow=""
+  if [ -n "$ECHO_MODULE" ]; then
+    load="load_module $ECHO_MODULE;"
+    slow="location /slow/ { echo_sleep 0.1; echo -n '$BODY'; }"
+  fi
   cat > "$NGX/nginx.conf" <<EOF
+$load
 worker_processes $NGINX_WORKERS;
 pid $NGX/nginx.pid;
 error_log $NGX/error.log warn;
@@ -172,6 +227,14 @@ http {
     keepalive_timeout 120s;
     server {
         listen 127.0.0.1:$port;
+        default_type application/json;
+        location / { return 200 '$BODY'; }
+        $slow
+    }
+    server {
+        listen 127.0.0.1:$tls_port ssl;
+        ssl_certificate $TLS_DIR/leaf.pem;
+        ssl_certificate_key $TLS_DIR/leaf.key;
         default_type application/json;
         location / { return 200 '$BODY'; }
     }
@@ -195,7 +258,8 @@ EOF
 PORT=""
 for attempt in 1 2 3 4 5; do
   p=$(python3 "$HARNESS" freeport)
-  if start_nginx "$p"; then PORT=$p; break; fi
+  tp=$(python3 "$HARNESS" freeport)
+  if [ "$tp" != "$p" ] && start_nginx "$p" "$tp"; then PORT=$p; TLS_PORT=$tp; break; fi
   echo "nginx did not come up on port $p (attempt $attempt)" >&2
   tail -5 "$NGX/error.log" >&2 2>/dev/null || true
 done
@@ -262,6 +326,7 @@ fi
 
 # ------------------------------------------------------------------ throughput
 N=$THROUGHPUT_URLS
+if has throughput; then
 gen_urls "$N" curl
 log "warm-up: one unrecorded run per tool ($N URLs)"
 for tool in "${TOOLS[@]}"; do
@@ -276,8 +341,10 @@ for run in $(seq 1 "$RUNS"); do
     measure "$RESULTS" throughput "$tool" "$N" "$run" "$OUT/throughput-$tool-$run.out"
   done
 done
+fi
 
 # ------------------------------------------------------------------ latency
+if has latency; then
 log "single-URL latency: $LATENCY_RUNS runs per tool, alternating (wall time only)"
 gen_urls 1
 for run in $(seq 1 "$LATENCY_RUNS"); do
@@ -286,9 +353,11 @@ for run in $(seq 1 "$LATENCY_RUNS"); do
     measure "$RESULTS" latency "$tool" 1 "$run" "$OUT/latency-$tool.out" --no-rusage
   done
 done
+fi
 
 # ------------------------------------------------------------------ memory series
 sizes=()
+has memory || SIZES=""
 for n in $SIZES; do
   [ "$SKIP_1M" = 1 ] && [ "$n" -ge 1000000 ] && continue
   sizes+=("$n")
@@ -308,6 +377,105 @@ for n in "${sizes[@]}"; do
   done
   [ "$n" = "$N" ] || rm -f "$TMP/urls-$n.txt" "$TMP/curl-$n.cfg"
 done
+
+
+# ------------------------------------------------------------------ issue 15 series
+# Runs a list of URLs with fetchall and curl (curl only if given), alternately.
+# series_run PHASE N URLFILE CURLCFG CONC RUNS BOUND [fetchall args...]
+series_run() {
+  local phase=$1 n=$2 urls=$3 cfg=$4 conc=$5 runs=$6 bound=$7
+  shift 7
+  local extra=("$@") run tool bflag=(--expect-rc "$EXPECT_RC")
+  [ -n "$bound" ] && bflag+=(--bound-s "$bound")
+  for run in $(seq 1 "$runs"); do
+    for tool in "${TOOLS[@]}"; do
+      case $tool in
+        fetchall) CMD=("$FETCHALL_BIN" "$urls" -c "$conc" "${FETCHALL_ARGV[@]}" "${extra[@]}"); OK=$FETCHALL_OK ;;
+        curl) [ -n "$cfg" ] || continue
+              CMD=(curl --parallel --parallel-max "$conc" -s --no-progress-meter -w '%{json}\n'
+                   "${CURL_EXTRA[@]}" --config "$cfg"); OK='"http_code":200' ;;
+        *) continue ;;
+      esac
+      python3 "$HARNESS" measure --results "$RESULTS" --phase "$phase" --tool "$tool" --n "$n" \
+        --run "$run" --concurrency "$conc" --stdout "$OUT/$phase-$tool.out" --ok "$OK" \
+        --server-pids "$NGINX_WORKER_PIDS" --sample-fds --delete-stdout "${bflag[@]}" -- "${CMD[@]}"
+    done
+  done
+}
+CURL_EXTRA=()
+EXPECT_RC=0
+series_titles=()
+
+if has tls && [ "$RUN_FETCHALL" = 1 ]; then
+  n=$TLS_HOSTS
+  log "tls: HTTPS to $n host names (h1.localhost .. h$n.localhost), -c $CONCURRENCY, $TLS_RUNS runs per tool"
+  python3 -c "
+import sys
+n, port, out, cfg = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with open(out, 'w') as f, open(cfg, 'w') as c:
+    for i in range(1, n + 1):
+        u = f'https://h{i}.localhost:{port}/item/{i}'
+        f.write(u + '\n')
+        c.write(f'url = \"{u}\"\noutput = \"/dev/null\"\n')
+" "$n" "$TLS_PORT" "$TMP/tls-urls.txt" "$TMP/tls-curl.cfg"
+  CURL_EXTRA=(--cacert "$TLS_DIR/ca.pem")
+  series_run tls "$n" "$TMP/tls-urls.txt" "$TMP/tls-curl.cfg" "$CONCURRENCY" "$TLS_RUNS" "" --cacert "$TLS_DIR/ca.pem"
+  CURL_EXTRA=()
+  series_titles+=(--meta "title:tls=HTTPS, $n host names (a handshake each), concurrency $CONCURRENCY; both tools given the bench CA with --cacert")
+fi
+
+if has slow && [ "$RUN_FETCHALL" = 1 ]; then
+  for c in $SLOW_CONCURRENCY; do
+    n=$((c * SLOW_URLS_PER_CONN))
+    bound=$(python3 -c "print($n * 0.1 / $c)")
+    log "slow: $n URLs answered after 100 ms, -c $c (bound ${bound} s), $SLOW_RUNS runs"
+    python3 -c "
+import sys
+n, base, out, cfg = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with open(out, 'w') as f, open(cfg, 'w') as c:
+    for i in range(1, n + 1):
+        u = f'{base}/slow/{i}'
+        f.write(u + '\n')
+        c.write(f'url = \"{u}\"\noutput = \"/dev/null\"\n')
+" "$n" "$BASE" "$TMP/slow-urls.txt" "$TMP/slow-curl.cfg"
+    cfg="$TMP/slow-curl.cfg"
+    # curl caps --parallel-max at 300, so it joins only where that is the same concurrency...
+    # and at 1000 as the reference the issue quotes (its own 300 then bounds it).
+    [ "$c" -le 1000 ] || cfg=""
+    series_run "slow-$c" "$n" "$TMP/slow-urls.txt" "$cfg" "$c" "$SLOW_RUNS" "$bound"
+    series_titles+=(--meta "title:slow-$c=Slow server: $n URLs, each answered after 100 ms, concurrency $c (bound $bound s; curl caps its parallelism at 300)")
+  done
+fi
+
+if has hosts && [ "$RUN_FETCHALL" = 1 ]; then
+  log "hosts: $HOSTS_N distinct hosts with --per-host-rate 1/s, -c 200"
+  seq 1 "$HOSTS_N" | sed 's|.*|http://h&.invalid/x|' > "$TMP/hosts.txt"
+  TOOLS_SAVED=("${TOOLS[@]}")
+  TOOLS=(fetchall)
+  OK_SAVED=$FETCHALL_OK
+  FETCHALL_OK='"kind":"dns"'
+  EXPECT_RC=1   # fetchall's status when some requests failed (all of them do here)
+  series_run hosts "$HOSTS_N" "$TMP/hosts.txt" "" 200 "$HOSTS_RUNS" "" --per-host-rate 1/s
+  FETCHALL_OK=$OK_SAVED
+  EXPECT_RC=0
+  TOOLS=("${TOOLS_SAVED[@]}")
+  rm -f "$TMP/hosts.txt"
+  series_titles+=(--meta "title:hosts=$HOSTS_N distinct hosts (http://hN.invalid/x, each fails locally), --per-host-rate 1/s")
+fi
+
+RATE_MD=()
+if has rate && [ "$RUN_FETCHALL" = 1 ]; then
+  RATE_BIN="$(dirname "$FETCHALL_BIN")/examples/rate_bench"
+  if [ -x "$RATE_BIN" ]; then
+    log "rate: $RATE_BIN (default burst and --burst 1, 1/s to 5000/s; about 75 s)"
+    { echo "## Rate accuracy (bench/rate.sh's series, examples/rate_bench.rs)"; echo
+      "$RATE_BIN" "$FETCHALL_BIN" "$TMP/rate-arrivals.svg"; } > "$TMP/rate.md" \
+      || note "the rate series failed"
+    RATE_MD=(--append-md "$TMP/rate.md")
+  else
+    note "no $RATE_BIN (cargo build --release --example rate_bench): skipping the rate series"
+  fi
+fi
 
 # ------------------------------------------------------------------ report
 kill -0 "$NGINX_PID" 2>/dev/null || note "nginx died during the benchmark; results are suspect"
@@ -338,6 +506,7 @@ mkdir -p "$RESULTS_DIR"
 cp "$RESULTS" "$RESULTS_DIR/latest-runs.jsonl"
 log "results (also in $RESULTS_DIR/latest.md)"
 status=0
-python3 "$HARNESS" report --results "$RESULTS" --md "$RESULTS_DIR/latest.md" "${meta[@]}" || status=$?
+python3 "$HARNESS" report --results "$RESULTS" --md "$RESULTS_DIR/latest.md" "${meta[@]}" \
+  "${series_titles[@]}" "${RATE_MD[@]}" || status=$?
 [ "$status" = 0 ] || note "some runs failed their check (see above); exit status 1"
 exit "$status"

@@ -56,14 +56,32 @@ const CASES: &[Case] = &[
         label: "5000/s",
     },
     Case {
+        rate: 1,
+        seconds: 8.0,
+        extra: &["--burst", "1"],
+        label: "1/s --burst 1",
+    },
+    Case {
+        rate: 10,
+        seconds: 6.0,
+        extra: &["--burst", "1"],
+        label: "10/s --burst 1",
+    },
+    Case {
+        rate: 100,
+        seconds: 5.0,
+        extra: &["--burst", "1"],
+        label: "100/s --burst 1",
+    },
+    Case {
         rate: 1000,
-        seconds: 4.0,
+        seconds: 5.0,
         extra: &["--burst", "1"],
         label: "1000/s --burst 1",
     },
     Case {
         rate: 5000,
-        seconds: 4.0,
+        seconds: 5.0,
         extra: &["--burst", "1"],
         label: "5000/s --burst 1",
     },
@@ -79,6 +97,8 @@ struct Outcome {
     /// The most request starts (the records' `started_ms`) in any 1 s window.
     max_1s_client: usize,
     records: usize,
+    /// fetchall's user + system CPU over the run, in % of one core.
+    cpu_pct: f64,
 }
 
 fn main() {
@@ -131,6 +151,8 @@ fn main() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let cpu_before = children_cpu_seconds();
+        let run_started = Instant::now();
         let mut child = cmd.spawn().expect("run fetchall");
         let mut stdin = child.stdin.take().expect("stdin");
         let urls: String = (0..n).map(|i| format!("http://{addr}/r/{i}\n")).collect();
@@ -148,6 +170,8 @@ fn main() {
         started.sort_by(f64::total_cmp);
         let records = started.len();
         let output = child.wait_with_output().expect("wait");
+        let cpu_pct =
+            100.0 * (children_cpu_seconds() - cpu_before) / run_started.elapsed().as_secs_f64();
         let _ = writer.join();
         let stderr = String::from_utf8_lossy(&output.stderr);
         // The gate logs "rate 5000/s: burst 101" at info level.
@@ -180,6 +204,7 @@ fn main() {
             max_1s,
             max_1s_client: max_in_window(&started, 1.0),
             records,
+            cpu_pct,
         });
         let o = outcomes.last().expect("pushed");
         eprintln!(
@@ -191,13 +216,13 @@ fn main() {
     }
 
     println!(
-        "| target | burst | requests | achieved mean | error | most starts in 1 s (client) | most arrivals in 1 s (server) | bound burst + rate |"
+        "| target | burst | requests | achieved mean | error | most starts in 1 s (client) | most arrivals in 1 s (server) | bound burst + rate | fetchall CPU (% of a core) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         let err = (o.mean - o.rate) / o.rate * 100.0;
         println!(
-            "| {} | {} | {} | {:.2}/s | {:+.2}% | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}/s | {:+.2}% | {} | {} | {} | {:.1}% |",
             o.label,
             o.burst,
             o.records,
@@ -205,7 +230,8 @@ fn main() {
             err,
             o.max_1s_client,
             o.max_1s,
-            o.burst + o.rate as usize
+            o.burst + o.rate as usize,
+            o.cpu_pct
         );
     }
     if let Some(path) = svg_path {
@@ -216,6 +242,23 @@ fn main() {
         std::fs::write(&path, svg(&plotted)).expect("write the SVG");
         eprintln!("wrote {path}");
     }
+}
+
+/// User + system CPU seconds of this process's waited-for children (`cutime` + `cstime` in
+/// /proc/self/stat, in clock ticks of 10 ms).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the ")": state is field 0, so cutime and cstime (fields 16 and 17 of the whole
+    // line, 1-based) are 13 and 14 here.
+    let ticks: f64 = [13, 14]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
 
 /// Most of the sorted `times` within any closed window of `w` seconds.

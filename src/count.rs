@@ -3,69 +3,51 @@
 //! The count is for display: it reads the file once more, on the caller's thread, while the
 //! run reads it too. It does not fetch, and the run never waits for it.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::path::Path;
 
+use crate::input::{LineReader, MAX_LINE_BYTES, RawLine, is_skipped, parse_line};
+use crate::redact::Redactor;
 use crate::resume::Done;
+use crate::settings::Settings;
 
-/// How many records a run over the file at `path` will write: its URL lines (not blank, not
-/// a `#` comment), less those an earlier run's output (`--resume`) already has ok. Blocking:
-/// call it off the async runtime (`spawn_blocking`). A `resume` file that cannot be read
-/// counts as empty.
-pub fn count_records(path: &Path, resume: Option<&Path>) -> io::Result<u64> {
-    let total = count_url_lines(path)?;
-    let resumed = match resume.map(Done::read) {
-        Some(Ok((done, _))) => count_resumed(path, &done)?,
-        _ => 0,
+/// How many records a run with `settings` over the file at `path` will write: its URL lines
+/// (not blank, not a `#` comment), less those the earlier output named by `settings.resume`
+/// already has ok. Lines are split and classified exactly as the run does. Blocking: call it
+/// off the async runtime (`spawn_blocking`). A `--resume` file that cannot be read counts as
+/// empty.
+pub fn count_records(path: &Path, settings: &Settings) -> io::Result<u64> {
+    let redactor = Redactor::new(&settings.mask_params);
+    let done = match &settings.resume {
+        Some(resume) => Done::read(resume, redactor.clone())
+            .ok()
+            .map(|(done, _)| done),
+        None => None,
     };
-    Ok(total.saturating_sub(resumed))
+    count(path, done.as_ref(), &redactor)
 }
 
-/// Count the lines of `path` that fetchall will turn into records (not blank, not starting
-/// with `#`), reading the file once in fixed-size chunks: memory stays flat however long a
-/// line is. (A line of only non-ASCII whitespace counts here but gets no record: the total is
-/// for display.)
-fn count_url_lines(path: &Path) -> io::Result<u64> {
+/// Count the lines of `path` that get a record, less those `done` has ok, in one pass with
+/// bounded memory (the input's own line reader).
+fn count(path: &Path, done: Option<&Done>, redactor: &Redactor) -> io::Result<u64> {
     let mut reader = io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
-    let mut count = 0;
-    // The first byte of the current line that is not ASCII whitespace, once seen.
-    let mut first: Option<u8> = None;
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(count + u64::from(first.is_some_and(|b| b != b'#')));
-        }
-        for &b in chunk {
-            if b == b'\n' {
-                count += u64::from(first.is_some_and(|b| b != b'#'));
-                first = None;
-            } else if first.is_none() && !b.is_ascii_whitespace() {
-                first = Some(b);
-            }
-        }
-        let n = chunk.len();
-        reader.consume(n);
-    }
-}
-
-/// How many URL lines of `path` an earlier run already fetched (`--resume`): they get no
-/// record, so the total leaves them out. Lines are numbered as the input reader numbers them.
-fn count_resumed(path: &Path, done: &Done) -> io::Result<u64> {
-    let reader = io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
-    let mut seq = 0u64;
-    let mut resumed = 0;
-    for line in reader.split(b'\n') {
-        let Some(parsed) = crate::input::parse_line(&line?, true) else {
+    let mut lines = LineReader::default();
+    let mut line = RawLine::new(MAX_LINE_BYTES);
+    let (mut seq, mut resumed) = (0u64, 0u64);
+    while lines.next_blocking(&mut reader, &mut line)? {
+        if is_skipped(&line.bytes) {
             continue;
-        };
-        if let Ok(request) = parsed
+        }
+        // Only a resumed run needs the URL itself.
+        if let Some(done) = done
+            && let Some(Ok(request)) = parse_line(&line.bytes, line.complete, redactor)
             && done.contains(seq, &request.url)
         {
             resumed += 1;
         }
         seq += 1;
     }
-    Ok(resumed)
+    Ok(seq - resumed)
 }
 
 #[cfg(test)]
@@ -74,19 +56,24 @@ mod tests {
 
     #[test]
     fn counts_the_lines_that_get_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("urls.txt");
-        std::fs::write(&path, b"a\n\n  # c\n  b  \n\xff\n \t\nlast").unwrap();
-        assert_eq!(count_url_lines(&path).unwrap(), 4);
+        let path = std::env::temp_dir().join(format!("fetchall-count-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            b"\xEF\xBB\xBFa\n\n  # c\r  b  \r\n\xff\n \t\n# \xff\n\xc2\xa0\nlast",
+        )
+        .unwrap();
+        assert_eq!(count(&path, None, &Redactor::default()).unwrap(), 4);
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// Lines an earlier run got ok (same seq and url) are left out of the total; a failed
     /// one, or an ok one whose line moved, is not.
     #[test]
     fn leaves_out_resumed_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("urls.txt");
-        let previous = dir.path().join("previous.jsonl");
+        let dir = std::env::temp_dir().join(format!("fetchall-resumed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("urls.txt");
+        let previous = dir.join("previous.jsonl");
         std::fs::write(
             &input,
             "# c\nhttp://a.test/0\nhttp://a.test/1\nbad\nhttp://a.test/3\nhttp://a.test/4\n",
@@ -106,9 +93,10 @@ mod tests {
             ),
         )
         .unwrap();
-        let (done, unreadable) = Done::read(&previous).unwrap();
-        assert_eq!(unreadable, 0);
-        assert_eq!(count_url_lines(&input).unwrap(), 5);
-        assert_eq!(count_resumed(&input, &done).unwrap(), 2);
+        let (done, skipped) = Done::read(&previous, Redactor::default()).unwrap();
+        assert_eq!(skipped.unreadable, 0);
+        assert_eq!(count(&input, None, &Redactor::default()).unwrap(), 5);
+        assert_eq!(count(&input, Some(&done), &Redactor::default()).unwrap(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

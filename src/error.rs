@@ -36,6 +36,10 @@ pub enum Error {
     /// shows its URL with the password masked.
     #[error("{0}")]
     Limits(String),
+    /// The state file (`--state`) cannot be used: not a fetchall state, a newer schema,
+    /// corrupt, held by another fetchall, or a write failed. One line.
+    #[error("{0}")]
+    State(String),
 }
 
 /// A setting that cannot be used: which one, and why (never its value, which may be a secret).

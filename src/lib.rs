@@ -51,13 +51,27 @@
 //! # }).unwrap();
 //! ```
 //!
-//! What is public, and why: [`start`], [`start_with_cancel`] and [`Run`] run a pipeline;
-//! [`run`] and [`Run::write_to`] write its records as JSON lines through the one writer (the
-//! binary does this); [`Settings`] and its parts ([`RequestDefaults`], [`Body`],
-//! [`RetryPolicy`], [`Proxy`], [`BodyMode`], [`Rate`]) configure it, with the parsers a
-//! front end needs to build them from text ([`parse_header`], [`parse_method`], the units'
-//! `FromStr`); [`Record`] and its parts describe each line; [`Error`] and [`SettingsError`]
-//! stop a run; [`count_records`] sizes a progress bar. Everything else is private.
+//! What is public, and why:
+//! - [`start`], [`start_with_cancel`] and [`Run`] run a pipeline and hand back its records;
+//!   [`CancellationToken`] stops it. [`start_input`] runs one that polls (rounds on a
+//!   schedule, a state of earlier outcomes, conditional requests; see docs/polling.md),
+//!   reading an [`Input`] again every round.
+//! - [`run`] writes every record as a JSON line to any `Write`; [`Run::write_to`] does the same
+//!   with an observer per record and a [`Writing`] whose [`SinkHandle`] can freeze the output
+//!   between two whole lines before an immediate exit (the binary's second Ctrl-C).
+//! - [`Settings`] and its parts ([`RequestDefaults`], [`Body`], [`RetryPolicy`], [`Proxy`],
+//!   [`CaCerts`], [`BodyMode`], [`Rate`], [`Filter`] (a compiled jq filter), with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
+//!   a run; the parsers a front end needs to build them from text are public too
+//!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), as
+//!   are the redaction rules a front end shows ([`is_credential_header`],
+//!   [`DEFAULT_MASKED_PARAMS`]), and [`SettingsError::new`] lets it report its own settings
+//!   the same way.
+//! - [`Record`] and its parts ([`RecordError`], [`ErrorKind`], [`PreviousError`], [`Saved`],
+//!   [`BodyEncoding`]) describe each line; [`Tally`] counts what was written.
+//! - [`Error`] and [`SettingsError`] stop a run; [`count_records`] sizes a progress bar.
+//!
+//! Everything else is private. The public structs and enums are `#[non_exhaustive]`, so new
+//! fields and kinds are not breaking changes.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -66,10 +80,13 @@
 mod count;
 mod error;
 mod fetch;
+mod filter;
 mod header;
 mod input;
+mod json;
 mod limit;
 mod output;
+mod paging;
 mod record;
 mod redact;
 mod reorder;
@@ -81,23 +98,29 @@ mod save;
 mod scheduler;
 mod settings;
 mod shard;
+mod state;
 mod units;
 
 pub use crate::count::count_records;
 pub use crate::error::{Error, SettingsError};
-pub use crate::header::{parse_header, parse_header_value, parse_method};
-pub use crate::input::Source;
+pub use crate::filter::Filter;
+pub use crate::header::{is_credential_header, parse_header, parse_header_value, parse_method};
+pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };
+pub use crate::redact::DEFAULT_MASKED_PARAMS;
 pub use crate::request::{Body, RequestDefaults};
 pub use crate::retry::RetryPolicy;
-pub use crate::run::{Run, Writing, check_limits, run, start, start_with_cancel};
+pub use crate::run::{Run, Writing, check_limits, run, start, start_input, start_with_cancel};
 pub use crate::scheduler::Skipped;
-pub use crate::settings::{LimitsFallback, LimitsUrl, Proxy, Settings};
+pub use crate::settings::{
+    CaCerts, LimitsFallback, LimitsUrl, MAX_CONCURRENCY, MAX_LOOKAHEAD, Proxy, Settings,
+};
 pub use crate::shard::Shard;
 pub use crate::units::{ByteSize, HumanDuration, Rate};
+pub use bytes::Bytes;
 pub use reqwest::Method;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use tokio_util::sync::CancellationToken;

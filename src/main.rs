@@ -21,8 +21,12 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(message) => return report(&cli::exit::Message(message)).into(),
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(parsed.cli.log_level()));
+    // -q means quiet, whatever RUST_LOG says; otherwise RUST_LOG, when set, wins.
+    let filter = if parsed.cli.quiet {
+        EnvFilter::new(parsed.cli.log_level())
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(parsed.cli.log_level()))
+    };
     tracing_subscriber::fmt()
         // Stderr, around the progress line when one shows.
         .with_writer(cli::progress::LogWriter)

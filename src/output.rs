@@ -7,12 +7,14 @@
 //! reader is done (`| head -n 1`): the writer stops quietly and says so.
 //!
 //! Lines are written whole: each record is serialized on its own first, then written to the
-//! buffer under a lock, and a [`SinkHandle`] (used when a second Ctrl-C exits at once) takes
-//! that same lock to flush, so the sink never ends in half a record.
+//! buffer under a lock (a line larger than the buffer goes to the sink directly, still under
+//! the lock), and a [`SinkHandle`] (used when a second Ctrl-C exits at once) takes that same
+//! lock to flush, waiting for a line in progress to be finished, so the sink never ends in
+//! half a record.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +33,7 @@ const IDLE_POLLS: u32 = 4;
 
 /// What the writer saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tally {
     /// Records written with `ok: true`.
     pub ok: u64,
@@ -43,13 +46,14 @@ pub struct Tally {
 /// Called with each record once it is written (progress line, summary).
 pub type Observer = Box<dyn FnMut(&Record) + Send>;
 
-/// Write every record from `records` to `sink` on a thread of its own, calling `observe` with
-/// each one after writing it. The result arrives when the channel closes (all records written)
+/// Write every record from `records` to `sink` on a thread of its own (only the changed ones
+/// with `changed_only`), calling `observe` with each one after writing it. The result arrives when the channel closes (all records written)
 /// or the sink fails; the handle can freeze the sink between whole lines.
 pub(crate) fn spawn_writer<W: Write + Send + 'static>(
     records: mpsc::Receiver<Record>,
     sink: W,
     mut observe: Observer,
+    changed_only: bool,
 ) -> (oneshot::Receiver<io::Result<Tally>>, SinkHandle) {
     let out = Arc::new(Mutex::new(io::BufWriter::with_capacity(BUFFER_BYTES, sink)));
     let handle = SinkHandle(Arc::clone(&out) as Arc<Mutex<dyn Write + Send>>);
@@ -57,7 +61,7 @@ pub(crate) fn spawn_writer<W: Write + Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("fetchall-writer".to_owned())
         .spawn(move || {
-            let _ = done_tx.send(write_all(records, &out, &mut observe));
+            let _ = done_tx.send(write_all(records, &out, &mut observe, changed_only));
         });
     match spawned {
         Ok(_) => (done_rx, handle),
@@ -86,35 +90,28 @@ impl std::fmt::Debug for SinkHandle {
 
 impl SinkHandle {
     /// Flush the whole lines written so far and stop the writer from starting another, for a
-    /// process about to exit at once (a second Ctrl-C). Waits for a line being written to
-    /// finish, at most `patience` (a reader that stopped reading cannot hold the exit up); the
-    /// sink stays frozen while the returned guard lives.
-    pub fn freeze(&self, patience: Duration) -> Frozen<'_> {
-        let deadline = Instant::now() + patience;
-        loop {
-            match self.0.try_lock() {
-                Ok(mut out) => {
-                    let _ = out.flush();
-                    return Frozen { _guard: Some(out) };
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    let mut out = p.into_inner();
-                    let _ = out.flush();
-                    return Frozen { _guard: Some(out) };
-                }
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => return Frozen { _guard: None },
+    /// process about to exit at once (a second Ctrl-C). A line being written is finished
+    /// first, however long its reader takes: a record is written whole or not at all.
+    /// `on_wait` is called once if that wait begins (to say why the exit is not immediate).
+    /// The sink stays frozen while the returned guard lives.
+    pub fn freeze(&self, on_wait: impl FnOnce()) -> Frozen<'_> {
+        let mut out = match self.0.try_lock() {
+            Ok(out) => out,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                on_wait();
+                self.0.lock().unwrap_or_else(PoisonError::into_inner)
             }
-        }
+        };
+        // Only whole lines are buffered: flushing them cannot end in half a record.
+        let _ = out.flush();
+        Frozen { _guard: out }
     }
 }
 
-/// A sink frozen by [`SinkHandle::freeze`]: no line starts while this lives. Empty when a
-/// line being written did not finish within the patience.
+/// A sink frozen by [`SinkHandle::freeze`]: no line starts while this lives.
 pub struct Frozen<'a> {
-    _guard: Option<MutexGuard<'a, dyn Write + Send + 'static>>,
+    _guard: MutexGuard<'a, dyn Write + Send + 'static>,
 }
 
 /// The next record: at once if one is queued; else, after flushing what was written (so a
@@ -145,6 +142,7 @@ fn write_all<W: Write>(
     mut records: mpsc::Receiver<Record>,
     out: &Mutex<io::BufWriter<W>>,
     observe: &mut dyn FnMut(&Record),
+    changed_only: bool,
 ) -> io::Result<Tally> {
     let mut tally = Tally::default();
     let mut line = Vec::with_capacity(4096);
@@ -154,6 +152,11 @@ fn write_all<W: Write>(
                 tally.ok += 1;
             } else {
                 tally.failed += 1;
+            }
+            if changed_only && record.changed == Some(false) {
+                // Counted and observed (the summary counts every record), not written.
+                observe(&record);
+                continue;
             }
             line.clear();
             serde_json::to_writer(&mut line, &record).map_err(io::Error::from)?;

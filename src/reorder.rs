@@ -8,6 +8,12 @@
 //! wait in the buffer; once it is full, no new request starts until the slow one ends (by its
 //! response or its `--timeout`). Ordered output trades throughput for order, never memory.
 //!
+//! A paginated line emits one record per page, all with its seq: its place in the order lasts
+//! until the record of its last page (the one not marked `more_pages`) is out, so records
+//! leave ordered by (seq, page). Pages of lines behind a slow one wait in the buffer too, so
+//! with pagination the buffer holds at most `size` lines' worth of pages (`size` x
+//! `--max-pages` records), still a fixed bound.
+//!
 //! The queue, not a dense count of seqs, says what comes next, so lines skipped by `--resume`
 //! (never queued) cannot stall it. A job queued but never started because the run was
 //! stopped leaves its seq in the queue without a record: the records after it wait until
@@ -52,25 +58,29 @@ pub(crate) async fn reorder(
     mut order: mpsc::Receiver<u64>,
     output: mpsc::Sender<Record>,
 ) {
-    let mut waiting: BTreeMap<u64, Record> = BTreeMap::new();
-    // The seq to emit next, once taken from the queue.
-    let mut next: Option<u64> = None;
+    // Keyed by (seq, page): the pages of one line arrive in page order (one task fetches
+    // them one after another), each but the last saying that more follow.
+    let mut waiting: BTreeMap<(u64, u32), Record> = BTreeMap::new();
+    // The (seq, page) to emit next, once its seq is taken from the queue.
+    let mut next: Option<(u64, u32)> = None;
     while let Some(record) = input.recv().await {
-        waiting.insert(record.seq, record);
+        waiting.insert((record.seq, record.page.unwrap_or(0)), record);
         loop {
             // A record's seq is queued before its job starts, so for every record received
             // the queue already holds its seq (or `next` is it): try_recv never misses one.
             if next.is_none() {
-                next = order.try_recv().ok();
+                next = order.try_recv().ok().map(|seq| (seq, 0));
             }
-            let Some(seq) = next else { break };
-            let Some(record) = waiting.remove(&seq) else {
+            let Some(key) = next else { break };
+            let Some(record) = waiting.remove(&key) else {
                 break;
             };
+            let more = record.more_pages;
             if output.send(record).await.is_err() {
                 return;
             }
-            next = None;
+            // The line keeps its place until its last page is out.
+            next = more.then(|| (key.0, key.1 + 1));
         }
     }
     // Only reachable with records missing (a task that died): emit the rest, still in order.

@@ -4,74 +4,115 @@
 //! line matches only when both its `seq` and its URL are the same, so a list that was edited
 //! between the runs (lines inserted, removed, reordered) is never mismatched: a line whose
 //! seq now holds another URL is fetched again. Memory stays small whatever the size of the
-//! earlier output: one 64-bit hash of (seq, url) per ok record. Lines that do not parse (a
-//! line cut short when the earlier run was killed) are skipped. This module does not read
-//! the input list or decide what to fetch next.
+//! earlier output: one 64-bit hash of (seq, url) per ok record, and one line buffer of at most
+//! [`KEPT_BYTES`]. Lines are read with the input's bounded line reader; a record longer than
+//! that (a large body) is read from its first bytes, where fetchall writes `seq`, `url` and
+//! `ok`, and counts only if the whole line is one JSON object ending in a line break. Lines
+//! that are not records (a line cut short when the earlier run was killed) are skipped with a
+//! warning. This module does not read the input list or decide what to fetch next.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use url::Url;
 
-use crate::redact::display_url;
+use crate::input::{LineReader, RawLine};
+use crate::redact::Redactor;
+
+/// The most of one line of the earlier output kept in memory (the rest is only scanned).
+pub(crate) const KEPT_BYTES: usize = 1 << 20;
 
 /// The (seq, url) pairs that have an ok record in an earlier run's output.
 #[derive(Debug)]
 pub(crate) struct Done {
     path: PathBuf,
     keys: HashSet<u64>,
+    /// How records show URLs (the same masking as this run's), to compare like with like.
+    redactor: Redactor,
 }
 
 /// The fields of a record that resume looks at.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Seen {
     seq: u64,
     url: String,
     ok: bool,
 }
 
+/// What reading the earlier output found besides ok records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Lines that are not records.
+    pub unreadable: u64,
+    /// Of those, lines longer than [`KEPT_BYTES`] that are not one whole record.
+    pub too_long: u64,
+}
+
 impl Done {
-    /// Read an earlier run's output (JSON lines as fetchall writes them).
-    pub(crate) fn load(path: &Path) -> io::Result<Done> {
-        let (done, unreadable) = Done::read(path)?;
-        if unreadable > 0 {
+    /// Read an earlier run's output (JSON lines as fetchall writes them), warning about the
+    /// lines that are not records.
+    pub(crate) fn load(path: &Path, redactor: Redactor) -> io::Result<Done> {
+        let (done, skipped) = Done::read(path, redactor)?;
+        if skipped.unreadable > 0 {
+            let long = match skipped.too_long {
+                0 => String::new(),
+                n => format!(" ({n} of them longer than {KEPT_BYTES} bytes and not whole records)"),
+            };
             tracing::warn!(
-                "resume: {unreadable} lines of {} are not records; ignored",
+                "resume: {} lines of {} are not records{long}; ignored",
+                skipped.unreadable,
                 path.display()
             );
         }
         Ok(done)
     }
 
-    /// [`Done::load`] without a word about it: the set, and how many lines were not records.
-    pub(crate) fn read(path: &Path) -> io::Result<(Done, u64)> {
-        let file = std::fs::File::open(path)?;
+    /// [`Done::load`] without a word about it: the set, and what was skipped.
+    pub(crate) fn read(path: &Path, redactor: Redactor) -> io::Result<(Done, Skipped)> {
+        let mut reader = BufReader::with_capacity(64 * 1024, std::fs::File::open(path)?);
         let mut done = Done {
             path: path.to_owned(),
             keys: HashSet::new(),
+            redactor,
         };
-        let mut unreadable = 0u64;
-        for line in BufReader::with_capacity(64 * 1024, file).split(b'\n') {
-            let line = line?;
-            match serde_json::from_slice::<Seen>(&line) {
-                Ok(seen) if seen.ok => {
+        let mut skipped = Skipped::default();
+        let mut lines = LineReader::default();
+        let mut line = RawLine::new(KEPT_BYTES).with_shape();
+        while lines.next_blocking(&mut reader, &mut line)? {
+            if line.complete && line.bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let seen = if line.complete {
+                serde_json::from_slice::<Seen>(&line.bytes).ok()
+            } else {
+                // Too long to keep: the fields come first, and the whole line must be one
+                // record that ended (not a line cut short, or two glued together).
+                let whole = line.terminated && line.shape.as_ref().is_some_and(|s| s.complete());
+                if !whole {
+                    skipped.too_long += 1;
+                }
+                whole.then(|| leading_fields(&line.bytes)).flatten()
+            };
+            match seen {
+                Some(seen) if seen.ok => {
                     done.keys.insert(key(seen.seq, &seen.url));
                 }
-                Ok(_) => {}
-                Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
-                Err(_) => unreadable += 1,
+                Some(_) => {}
+                None => skipped.unreadable += 1,
             }
         }
-        Ok((done, unreadable))
+        Ok((done, skipped))
     }
 
     /// Whether input line `seq` with `url` already has an ok record.
     pub(crate) fn contains(&self, seq: u64, url: &Url) -> bool {
-        // Records hold the URL as displayed (credentials masked), so compare that form.
-        self.keys.contains(&key(seq, &display_url(url)))
+        // Records hold the URL as displayed (secrets masked), so compare that form.
+        self.keys.contains(&key(seq, &self.redactor.url(url)))
     }
 
     /// How many ok records were loaded.
@@ -83,6 +124,45 @@ impl Done {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `seq`, `url` and `ok` from the first bytes of a record too long to keep whole: read in
+/// order until all three are known, whatever follows (it was cut off).
+fn leading_fields(prefix: &[u8]) -> Option<Seen> {
+    struct Leading<'a>(&'a mut Option<Seen>);
+    impl<'de> Visitor<'de> for Leading<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a record")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let (mut seq, mut url, mut ok) = (None, None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "seq" => seq = Some(map.next_value::<u64>()?),
+                    "url" => url = Some(map.next_value::<String>()?),
+                    "ok" => ok = Some(map.next_value::<bool>()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if let (Some(seq), Some(url), Some(ok)) = (seq, &url, ok) {
+                    *self.0 = Some(Seen {
+                        seq,
+                        url: url.clone(),
+                        ok,
+                    });
+                    // Stop here: the rest was not kept.
+                    return Err(de::Error::custom("enough"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(prefix);
+    let _ = de::Deserializer::deserialize_map(&mut de, Leading(&mut found));
+    found
 }
 
 /// SipHash with fixed keys: the same (seq, url) gives the same key in every run of this
@@ -98,11 +178,22 @@ fn key(seq: u64, url: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::DEFAULT_MASKED_PARAMS;
+
+    fn redactor() -> Redactor {
+        Redactor::new(DEFAULT_MASKED_PARAMS)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn only_ok_records_with_the_same_seq_and_url() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("prev.jsonl");
+        let dir = scratch("resume");
+        let path = dir.join("prev.jsonl");
         std::fs::write(
             &path,
             concat!(
@@ -110,13 +201,13 @@ mod tests {
                 "\n",
                 r#"{"seq":1,"line":2,"url":"http://b.test/","ok":false,"error":{"kind":"timeout","message":"x"}}"#,
                 "\n",
-                r#"{"seq":2,"line":3,"url":"http://u:****@c.test/","ok":true}"#,
+                r#"{"seq":2,"line":3,"url":"http://u:****@c.test/?token=****","ok":true}"#,
                 "\n",
                 r#"{"seq":3,"line":4,"url":"http://d.te"#,
             ),
         )
         .unwrap();
-        let done = Done::load(&path).unwrap();
+        let done = Done::load(&path, redactor()).unwrap();
         let url = |s: &str| Url::parse(s).unwrap();
         assert_eq!(done.len(), 2);
         assert!(done.contains(0, &url("http://a.test/")));
@@ -125,6 +216,36 @@ mod tests {
             !done.contains(1, &url("http://b.test/")),
             "failed records do not count"
         );
-        assert!(done.contains(2, &url("http://u:secret@c.test/")));
+        assert!(done.contains(2, &url("http://u:secret@c.test/?token=abc")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record longer than the line buffer counts when it is whole; a long line that was
+    /// cut short or glued to another does not; memory holds one buffer, not the line.
+    #[test]
+    fn long_records_are_read_from_their_first_bytes() {
+        let dir = scratch("resume-long");
+        let path = dir.join("prev.jsonl");
+        let body = "x".repeat(3 * KEPT_BYTES);
+        let whole =
+            format!(r#"{{"seq":0,"line":1,"url":"http://a.test/","ok":true,"body":"{body}"}}"#);
+        let cut = format!(r#"{{"seq":1,"line":2,"url":"http://b.test/","ok":true,"body":"{body}"#);
+        let glued = format!(
+            r#"{{"seq":2,"line":3,"url":"http://c.test/","ok":true,"body":"{body}{{"seq":9,"url":"x","ok":true}}"#
+        );
+        let last =
+            format!(r#"{{"seq":3,"line":4,"url":"http://d.test/","ok":true,"body":"{body}"}}"#);
+        std::fs::write(&path, format!("{whole}\n{cut}\n{glued}\n{last}")).unwrap();
+        let (done, skipped) = Done::read(&path, redactor()).unwrap();
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert!(done.contains(0, &url("http://a.test/")));
+        assert!(!done.contains(1, &url("http://b.test/")));
+        assert!(!done.contains(2, &url("http://c.test/")));
+        assert!(
+            !done.contains(3, &url("http://d.test/")),
+            "no line break: the earlier run may have been killed mid-line"
+        );
+        assert_eq!(skipped.unreadable, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -116,7 +116,10 @@ pub(crate) fn is_retryable(kind: ErrorKind, status: Option<u16>, retry_500: bool
         | ErrorKind::TooLarge
         | ErrorKind::Cancelled
         | ErrorKind::InvalidSpec
-        | ErrorKind::Save => false,
+        | ErrorKind::Save
+        | ErrorKind::Assertion
+        | ErrorKind::Filter
+        | ErrorKind::PageLoop => false,
     }
 }
 
@@ -128,13 +131,20 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// `Retry-After` as a wait from `now`: delay-seconds (`120`) or an HTTP date. A date in the
-/// past means "now"; anything unparsable is ignored (`None`), so the normal backoff applies.
+/// The longest wait a `Retry-After` can ask for: larger numbers (up to any number of digits)
+/// are read as this, which is over any `--max-retry-wait`.
+pub(crate) const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// `Retry-After` as a wait from `now`: delay-seconds (`120`, digits only) or an HTTP date. A
+/// date in the past means "now"; a number too large for any integer is the longest wait
+/// ([`LONGEST_RETRY_AFTER`]); anything unparsable is ignored (`None`), so the normal backoff
+/// applies.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        // Clamp absurd values instead of overflowing; they are over any --max-retry-wait.
-        return Some(Duration::from_secs(secs.min(u64::from(u32::MAX))));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Clamp absurd values (even past u64) instead of overflowing.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(LONGEST_RETRY_AFTER));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
@@ -234,6 +244,12 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("+5", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999999999", now),
+            Some(LONGEST_RETRY_AFTER),
+            "too large for an integer: the longest wait, not ignored"
+        );
 
         let p = policy();
         assert_eq!(
@@ -246,5 +262,34 @@ mod tests {
                 asked: Duration::from_secs(3600)
             }
         );
+        assert!(matches!(
+            p.decide(&Method::GET, &status(503, Some("184467440737095516160")), 1),
+            Decision::WaitTooLong { .. }
+        ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any header text: no panic; digits are exactly that many seconds (clamped), so a
+        /// number is never shorter than it says, and never ignored.
+        #[test]
+        fn retry_after_numbers_are_exact_or_the_longest_wait(digits in "[0-9]{1,40}", junk in "\\PC{0,40}") {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let _ = parse_retry_after(&junk, now);
+            let got = parse_retry_after(&format!(" {digits} "), now).unwrap();
+            match digits.parse::<u64>() {
+                Ok(n) if n <= u64::from(u32::MAX) => proptest::prop_assert_eq!(got, Duration::from_secs(n)),
+                _ => proptest::prop_assert_eq!(got, LONGEST_RETRY_AFTER),
+            }
+        }
+
+        /// HTTP dates round-trip to the wait they name (to the second).
+        #[test]
+        fn retry_after_dates_round_trip(secs in 0u64..10_000_000) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let date = httpdate::fmt_http_date(now + Duration::from_secs(secs));
+            proptest::prop_assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(secs)));
+        }
     }
 }

@@ -8,20 +8,24 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, SettingsError};
-use crate::input::{self, Source};
+use crate::input::{self, Input, Rounds, Source};
 use crate::limit::{Gate, Limits};
 use crate::output::{self, Observer, SinkHandle, Tally};
 use crate::record::Record;
+use crate::redact::Redactor;
+use crate::reorder::Order;
 use crate::resume::Done;
+use crate::save::SaveDir;
 use crate::scheduler::Skipped;
 use crate::settings::Settings;
+use crate::state::State;
 use crate::{fetch, reorder, scheduler};
 
 /// How many parsed input lines wait ahead of the scheduler.
@@ -34,7 +38,10 @@ const RECORD_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct Run {
     records: mpsc::Receiver<Record>,
-    reader: JoinHandle<io::Result<()>>,
+    reader: JoinHandle<Result<(), Error>>,
+    /// `settings.changed_only`: the writer skips unchanged records.
+    changed_only: bool,
+    /// Lines left without a record (`--resume`, `--shard`), counted as the run goes.
     skipped: Skipped,
 }
 
@@ -60,7 +67,8 @@ impl Run {
     /// Write every record as a JSON line to `sink` through the one writer, a thread of its
     /// own (see [`Writing`]), calling `observe` with each record once it is written.
     pub fn write_to<W: Write + Send + 'static>(self, sink: W, observe: Observer) -> Writing {
-        let (written, handle) = output::spawn_writer(self.records, sink, observe);
+        let (written, handle) =
+            output::spawn_writer(self.records, sink, observe, self.changed_only);
         Writing {
             written,
             handle,
@@ -74,7 +82,7 @@ impl Run {
 pub struct Writing {
     written: oneshot::Receiver<io::Result<Tally>>,
     handle: SinkHandle,
-    reader: JoinHandle<io::Result<()>>,
+    reader: JoinHandle<Result<(), Error>>,
 }
 
 impl Writing {
@@ -100,9 +108,9 @@ impl Writing {
     }
 }
 
-async fn join_reader(reader: JoinHandle<io::Result<()>>) -> Result<(), Error> {
+async fn join_reader(reader: JoinHandle<Result<(), Error>>) -> Result<(), Error> {
     match reader.await {
-        Ok(result) => result.map_err(Error::Read),
+        Ok(result) => result,
         Err(e) => Err(Error::Read(io::Error::other(e))),
     }
 }
@@ -117,7 +125,8 @@ pub async fn check_limits(settings: &Settings) -> Result<(), Error> {
     }
 }
 
-/// Start fetching every line of `source` on the current tokio runtime.
+/// Start fetching every line of `source` on the current tokio runtime, once. A run that polls
+/// (`settings.every`, `rounds`, `state`) starts with [`start_input`].
 pub fn start(settings: Settings, source: Source) -> Result<Run, Error> {
     start_with_cancel(settings, source, CancellationToken::new())
 }
@@ -134,17 +143,68 @@ pub fn start_with_cancel(
         return Err(Error::NoRuntime);
     }
     settings.check()?;
-    if let Some(dir) = &settings.save_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
-        })?;
+    if settings.polling() {
+        return Err(Error::Settings(SettingsError::new(
+            "every",
+            "a polling run (every, rounds > 1, state) starts with `start_input`, which opens \
+             its state off the runtime",
+        )));
     }
+    launch(settings, Input::Reader(source), stop, None)
+}
+
+/// Start a run that may poll: with `settings.every` or `rounds` it reads `input` again for
+/// every round (a file is reopened; a reader is spooled to a temporary file in the first round
+/// and replayed), on one gate and one HTTP client for the whole run, so rate limits, host
+/// pauses, adaptive rates and concurrency caps carry over from round to round. Rounds never
+/// overlap: the next one starts on its schedule, or at once when the last record of the
+/// previous one is out past that. When polling, the state (`settings.state`, or a temporary
+/// one) is opened here, on its own thread, before any request: a file that cannot be used is
+/// this function's error. Stopping between rounds ends the run at once.
+pub async fn start_input(
+    settings: Settings,
+    input: Input,
+    stop: CancellationToken,
+) -> Result<Run, Error> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::NoRuntime);
+    }
+    settings.check()?;
+    let state = if settings.polling() {
+        Some(State::open(settings.state.as_deref()).await?)
+    } else {
+        None
+    };
+    launch(settings, input, stop, state)
+}
+
+/// Build what the stages share and spawn them.
+fn launch(
+    settings: Settings,
+    input: Input,
+    stop: CancellationToken,
+    state: Option<State>,
+) -> Result<Run, Error> {
+    let redactor = Arc::new(Redactor::new(&settings.mask_params));
     let client = fetch::client(&settings)?;
     let done = match &settings.resume {
-        Some(path) => Some(Done::load(path).map_err(|source| Error::Resume {
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => Some(
+            Done::load(path, Redactor::clone(&redactor)).map_err(|source| Error::Resume {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    // Created last: nothing is made on disk until every setting has been checked.
+    let save_dir = match &settings.save_dir {
+        Some(dir) => {
+            let mut keep = settings.keep_files.clone();
+            keep.extend(settings.resume.clone());
+            Some(SaveDir::create(dir, &keep).map_err(|e| {
+                SettingsError::new("save-dir", format!("cannot create {}: {e}", dir.display()))
+            })?)
+        }
         None => None,
     };
     let gate = Gate::new(Limits::from_settings(&settings)).map_err(Error::Limits)?;
@@ -154,32 +214,28 @@ pub fn start_with_cancel(
     let hard = CancellationToken::new();
     let alive = Arc::new(Semaphore::new(scheduler::alive_bound(&settings)));
     spawn_grace_timer(stop.clone(), hard.clone(), settings.grace);
+    let changed_only = settings.changed_only;
+    let rounds = Rounds::new(input, settings.round_count() != Some(1));
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
+        redactor: Arc::clone(&redactor),
+        save_dir,
         gate,
         start: Instant::now(),
         done,
         stop: stop.clone(),
         hard: hard.clone(),
         alive,
+        input_done: std::sync::atomic::AtomicBool::new(false),
         _finished: hard.drop_guard(),
         skipped: Skipped::default(),
+        state,
     });
     let skipped = ctx.skipped.clone();
-    let (line_tx, line_rx) = mpsc::channel(LINE_QUEUE);
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
-    // Stopping ends the reader wherever it waits (on the input or on a full queue): lines
-    // not read yet are left unread.
-    let reader = tokio::spawn(async move {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => Ok(()),
-            read = input::read_lines(source, line_tx) => read,
-        }
-    });
     let (order, order_rx) = window.unzip();
-    tokio::spawn(scheduler::dispatch(ctx, line_rx, record_tx, order));
+    let reader = tokio::spawn(drive(ctx, rounds, record_tx, order, stop));
     if let Some(order_rx) = order_rx {
         let (ordered_tx, ordered_rx) = mpsc::channel(RECORD_QUEUE);
         tokio::spawn(reorder::reorder(record_rx, order_rx, ordered_tx));
@@ -188,8 +244,112 @@ pub fn start_with_cancel(
     Ok(Run {
         records: record_rx,
         reader,
+        changed_only,
         skipped,
     })
+}
+
+/// Run round after round on the one context: read the round's input and dispatch its lines,
+/// wait until its last record is handed over, then wait for the next round's start. Ends after
+/// the last round, at a stop, or when nobody reads the records; then closes the state.
+async fn drive(
+    ctx: Arc<scheduler::Context>,
+    mut rounds: Rounds,
+    records: mpsc::Sender<Record>,
+    mut order: Option<Order>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let count = ctx.settings.round_count();
+    let first = tokio::time::Instant::now();
+    let mut result = Ok(());
+    let mut index = 0u64;
+    loop {
+        let started = tokio::time::Instant::now();
+        if ctx.state.is_some() {
+            tracing::debug!("round {index} starts");
+        }
+        let source = match rounds.next().await {
+            Ok(source) => source,
+            Err(e) => {
+                result = Err(Error::Read(e));
+                break;
+            }
+        };
+        let (line_tx, line_rx) = mpsc::channel(LINE_QUEUE);
+        let (guard, mut round_done) = mpsc::channel::<()>(1);
+        // Stopping ends the reader wherever it waits (on the input or on a full queue):
+        // lines not read yet are left unread.
+        let read = async {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => Ok(()),
+                read = input::read_lines(source, line_tx, Arc::clone(&ctx.redactor)) => read,
+            }
+        };
+        let round = scheduler::Round { index, guard };
+        let dispatch = scheduler::dispatch(
+            Arc::clone(&ctx),
+            line_rx,
+            records.clone(),
+            order.take(),
+            round,
+        );
+        let (read, back) = tokio::join!(read, dispatch);
+        order = back;
+        // `None` once every task of the round has handed over its record.
+        let _ = round_done.recv().await;
+        if let Err(e) = read {
+            result = Err(Error::Read(e));
+            break;
+        }
+        index += 1;
+        if stop.is_cancelled() || records.is_closed() || count.is_some_and(|n| index >= n) {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        let (at, late) = next_start(first, started, ctx.settings.every, now);
+        if let Some(late) = late {
+            tracing::warn!(
+                "round {index} starts {} late: round {} ran past its slot; the schedule slipped",
+                crate::units::HumanDuration(late),
+                index - 1
+            );
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = records.closed() => break,
+            () = tokio::time::sleep_until(at) => {}
+        }
+    }
+    if let Some(state) = &ctx.state
+        && let Err(e) = state.close().await
+        && result.is_ok()
+    {
+        result = Err(e);
+    }
+    result
+}
+
+/// When the round after one that started at `last` starts: the first slot of the schedule
+/// (`first + k * every`) after `last`, or `now` when that slot has passed (with how late it
+/// is). Missed slots are not made up: the schedule never runs two rounds back to back to
+/// catch up. Without `every`, rounds follow each other at once.
+fn next_start<I>(first: I, last: I, every: Option<Duration>, now: I) -> (I, Option<Duration>)
+where
+    I: Copy + Ord + std::ops::Add<Duration, Output = I> + std::ops::Sub<I, Output = Duration>,
+{
+    let Some(every) = every else {
+        return (now, None);
+    };
+    let since = (last - first).as_nanos();
+    let k = since / every.as_nanos().max(1) + 1;
+    let slot = first + every.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX));
+    if slot >= now {
+        (slot, None)
+    } else {
+        (now, Some(now - slot))
+    }
 }
 
 /// The grace timer: `grace` after a stop, cancel what is still in flight (`hard`). It also
@@ -218,4 +378,32 @@ pub async fn run<W: Write + Send + 'static>(
         .write_to(sink, Box::new(|_: &Record| {}))
         .finish()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_keep_to_the_schedule_and_an_overrun_slips_without_catching_up() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let every = Some(s(10));
+        // Round 0 took 3 s: round 1 starts at 10 s.
+        assert_eq!(next_start(t0, t0, every, t0 + s(3)), (t0 + s(10), None));
+        // Round 1 started at 10 s and took 25 s: round 2 starts at once, 10 s late...
+        assert_eq!(
+            next_start(t0, t0 + s(10), every, t0 + s(30)),
+            (t0 + s(30), Some(s(10)))
+        );
+        // ...and round 3 takes the next slot after round 2's start, not the missed ones.
+        assert_eq!(
+            next_start(t0, t0 + s(30), every, t0 + s(31)),
+            (t0 + s(40), None)
+        );
+        assert_eq!(
+            next_start(t0, t0 + s(5), None, t0 + s(6)),
+            (t0 + s(6), None)
+        );
+    }
 }

@@ -3,24 +3,32 @@
 //! [`Settings`] is what the pipeline takes. Its fields are typed values, never strings to be
 //! parsed later: the binary parses flags, environment and config file once, at the edge, and a
 //! library user builds the struct directly (`Settings::default()`, then set fields). What the
-//! types cannot rule out (a zero timeout, a User-Agent with a line break) is checked by one
-//! function, [`Settings::check`], which `start` calls before it does anything else.
+//! types cannot rule out (a zero timeout, a concurrency no semaphore can hold, a JSON body
+//! that is not JSON) is checked by one function, [`Settings::check`], which `start` calls
+//! before it does anything else.
 
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::error::SettingsError;
+use crate::filter::Filter;
+use crate::paging::Paging;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
 use crate::shard::Shard;
 use crate::units::Rate;
+
+/// The most requests in flight a run accepts (`--concurrency`).
+pub const MAX_CONCURRENCY: usize = 1 << 20;
+/// The most jobs a run holds waiting for their host's turn (`--lookahead`).
+pub const MAX_LOOKAHEAD: usize = 1 << 24;
 
 /// Everything a run needs to know, resolved. Build it with `Settings::default()` and set the
 /// fields that differ; `start` checks it (see [`Settings::check`]).
@@ -74,6 +82,52 @@ pub struct Settings {
     pub adaptive: bool,
     /// Most jobs held waiting for admission (`--lookahead`).
     pub lookahead: NonZeroUsize,
+    /// Repeat the whole input on this schedule: round `n` starts `n * every` after the first
+    /// round's start, or at once when the previous round ran past that (`--every`).
+    pub every: Option<Duration>,
+    /// Rounds to run; `None` means one without `every`, and no end with it (`--rounds`).
+    pub rounds: Option<NonZeroU64>,
+    /// The SQLite state file that remembers each request's outcome and validators across
+    /// rounds and runs (`--state`). Polling without one keeps the state in a temporary file.
+    pub state: Option<PathBuf>,
+    /// Write only records whose outcome changed (`--changed`); [`crate::Run::next`] still
+    /// yields every record.
+    pub changed_only: bool,
+    /// With state, send `If-None-Match` / `If-Modified-Since` from the stored validators on
+    /// GET and HEAD (`--no-conditional` turns it off).
+    pub conditional: bool,
+    /// Trust only these CA certificates for HTTPS, instead of the system's (`--cacert`).
+    pub ca_certs: Option<CaCerts>,
+    /// Pace each host from the budget its responses announce in quota headers
+    /// (`RateLimit`, `X-RateLimit-*`); off with `--no-quota-headers`. See docs/api.md.
+    pub quota_headers: bool,
+    /// jq filters whose first output goes into the record's `extract` under their name
+    /// (`--extract NAME=FILTER`), run on each ok JSON body.
+    pub extract: Vec<(String, Filter)>,
+    /// The record's body becomes this filter's first output (`--body-filter`).
+    pub body_filter: Option<Filter>,
+    /// A record whose body makes this filter yield false, null or nothing is not ok (kind
+    /// `assertion`, `--assert`).
+    pub assert: Option<Filter>,
+    /// Follow each page's `Link: <...>; rel="next"` header (`--follow-next`).
+    pub follow_next: bool,
+    /// A jq filter over each page's JSON body yielding the next page's URL, or a cursor with
+    /// `next_param` (`--next`).
+    pub next: Option<Filter>,
+    /// Put the cursor `next` yields into this query parameter of the line's URL
+    /// (`--next-param`).
+    pub next_param: Option<String>,
+    /// Pages fetched at most per line, the first included (`--max-pages`).
+    pub max_pages: NonZeroU32,
+    /// Query and fragment parameters whose values are masked in records and logs (any case;
+    /// `--mask-param` adds to the default, [`crate::DEFAULT_MASKED_PARAMS`]).
+    pub mask_params: Vec<String>,
+    /// Header names that carry credentials besides those [`crate::is_credential_header`]
+    /// recognises (`--credential-header`): dropped when a redirect leaves the origin.
+    pub credential_headers: Vec<HeaderName>,
+    /// Files this run reads or writes besides `resume` (the binary's input, `-o`,
+    /// `--summary`): `--save-dir` never replaces one of them.
+    pub keep_files: Vec<PathBuf>,
     /// Fetch only the lines of this shard (`--shard K/N`, see docs/scale-out.md); the others
     /// get no record. `None` fetches every line.
     pub shard: Option<Shard>,
@@ -116,6 +170,26 @@ impl Default for Settings {
             per_host_rates: Vec::new(),
             adaptive: false,
             lookahead: NonZeroUsize::new(4_000).unwrap_or(NonZeroUsize::MIN),
+            every: None,
+            rounds: None,
+            state: None,
+            changed_only: false,
+            conditional: true,
+            ca_certs: None,
+            quota_headers: true,
+            extract: Vec::new(),
+            body_filter: None,
+            assert: None,
+            follow_next: false,
+            next: None,
+            next_param: None,
+            max_pages: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            mask_params: crate::redact::DEFAULT_MASKED_PARAMS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            credential_headers: Vec::new(),
+            keep_files: Vec::new(),
             shard: None,
             limits: None,
             limits_key: "fetchall".to_owned(),
@@ -126,9 +200,49 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Check what the field types cannot: every duration that bounds a wait is above zero.
-    /// The error names the setting.
+    /// How `request` is paginated: its spec's keys, else these settings.
+    pub(crate) fn paging_for(&self, request: &crate::request::Request) -> Paging {
+        let spec = &request.paging;
+        Paging {
+            follow_next: spec.follow_next.unwrap_or(self.follow_next),
+            next: spec.next.clone().or_else(|| self.next.clone()),
+            next_param: spec.next_param.clone().or_else(|| self.next_param.clone()),
+            max_pages: spec.max_pages.unwrap_or(self.max_pages),
+        }
+    }
+
+    /// Check what the field types cannot: every duration that bounds a wait is above zero (a
+    /// zero timeout is refused rather than read as "no timeout"),
+    /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
+    /// and a JSON request body is JSON. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
+        if self.concurrency.get() > MAX_CONCURRENCY {
+            return Err(SettingsError::new(
+                "concurrency",
+                format!("at most {MAX_CONCURRENCY} (each request in flight holds a socket)"),
+            ));
+        }
+        if self.lookahead.get() > MAX_LOOKAHEAD {
+            return Err(SettingsError::new(
+                "lookahead",
+                format!("at most {MAX_LOOKAHEAD} held jobs (about 1 KB each)"),
+            ));
+        }
+        for (name, rates) in [
+            ("rate", &self.rates),
+            ("per-host-rate", &self.per_host_rates),
+        ] {
+            if rates.iter().any(|r| r.per.is_zero()) {
+                return Err(SettingsError::new(
+                    name,
+                    "a rate's period must be above zero",
+                ));
+            }
+        }
+        if let Some(crate::request::Body::Json(bytes)) = &self.request.body {
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+                .map_err(|e| SettingsError::new("json", format!("not valid JSON: {e}")))?;
+        }
         for (name, d) in [
             ("timeout", self.timeout),
             ("connect-timeout", self.connect_timeout),
@@ -156,7 +270,43 @@ impl Settings {
                 "must be 1 to 200 bytes without control characters",
             ));
         }
+        if self.every.is_some_and(|d| d.is_zero()) {
+            return Err(SettingsError::new("every", "must be greater than zero"));
+        }
+        if self.changed_only && !self.polling() {
+            return Err(SettingsError::new(
+                "changed",
+                "needs --every, --rounds or --state (a single run without state has nothing to compare with)",
+            ));
+        }
+        if self.resume.is_some() && self.polling() {
+            return Err(SettingsError::new(
+                "resume",
+                "cannot be used with --every, --rounds or --state (the state already remembers each outcome)",
+            ));
+        }
+        if self.next_param.is_some() && self.next.is_none() {
+            return Err(SettingsError::new(
+                "next-param",
+                "needs --next (the filter that yields the cursor)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether records are compared with earlier outcomes: with `every`, more than one round,
+    /// or a state file. Polling records carry `round`, `at`, `changed` and `not_modified`.
+    pub fn polling(&self) -> bool {
+        self.every.is_some() || self.rounds.is_some_and(|n| n.get() > 1) || self.state.is_some()
+    }
+
+    /// How many rounds the run makes; `None` for no end.
+    pub(crate) fn round_count(&self) -> Option<u64> {
+        match (self.rounds, self.every) {
+            (Some(n), _) => Some(n.get()),
+            (None, Some(_)) => None,
+            (None, None) => Some(1),
+        }
     }
 }
 
@@ -280,6 +430,48 @@ impl fmt::Debug for Proxy {
     }
 }
 
+/// CA certificates read from a PEM file (`--cacert`): the only roots HTTPS servers are
+/// verified against when set, as with curl's `--cacert` (the system's roots are not loaded,
+/// which also spares their memory and start-up time).
+#[derive(Clone)]
+pub struct CaCerts {
+    path: PathBuf,
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl CaCerts {
+    /// Read and parse every certificate in the PEM file at `path`; a file that cannot be
+    /// read, does not parse, or holds no certificate is an error (naming the file only).
+    pub fn from_pem_file(path: impl Into<PathBuf>) -> Result<CaCerts, String> {
+        let path = path.into();
+        let display = path.display().to_string();
+        let shown = crate::redact::bounded(&display, 200);
+        let pem = std::fs::read(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{shown} is not a PEM certificate bundle ({e})"))?;
+        if certs.is_empty() {
+            return Err(format!("{shown} holds no PEM certificate"));
+        }
+        Ok(CaCerts { path, certs })
+    }
+
+    /// The certificates, for the HTTP client.
+    pub(crate) fn certs(&self) -> &[reqwest::Certificate] {
+        &self.certs
+    }
+}
+
+impl fmt::Debug for CaCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaCerts({}, {} certificates)",
+            self.path.display(),
+            self.certs.len()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +488,19 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(s.check().unwrap_err().setting(), "timeout");
+        let s = Settings {
+            concurrency: NonZeroUsize::new(usize::MAX).unwrap(),
+            ..Settings::default()
+        };
+        assert_eq!(s.check().unwrap_err().setting(), "concurrency");
+        let s = Settings {
+            lookahead: NonZeroUsize::new(usize::MAX).unwrap(),
+            ..Settings::default()
+        };
+        assert_eq!(s.check().unwrap_err().setting(), "lookahead");
+        let mut s = Settings::default();
+        s.request.body = Some(crate::request::Body::Json("{nope".into()));
+        assert_eq!(s.check().unwrap_err().setting(), "json");
     }
 
     #[test]

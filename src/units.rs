@@ -66,11 +66,26 @@ impl FromStr for Rate {
         }
         // Fractional counts (`0.5/s`) become a whole count over a longer period, so the limiter
         // keeps working in integers: 0.5/s == 1 per 2 s, 2.5/s == 5 per 2 s.
+        let off_whole = |scale: u32| {
+            let x = count * f64::from(scale);
+            (x - x.round()).abs() > 1e-6
+        };
         let mut scale = 1u32;
-        while (count * f64::from(scale)).fract() > 1e-9 && scale < 1000 {
+        while off_whole(scale) && scale < 1000 {
             scale *= 10;
         }
-        let whole = (count * f64::from(scale)).round() as u32;
+        if off_whole(scale) {
+            return Err(format!(
+                "invalid rate `{s}`: at most three decimals (e.g. 0.125/s; for slower rates use /m or /h)"
+            ));
+        }
+        let mut whole = (count * f64::from(scale)).round() as u32;
+        // Canonical form: 10.05/s is 1005 per 100 s however it was rounded to get there, so a
+        // rate printed and parsed again is the same rate.
+        while scale > 1 && whole.is_multiple_of(10) {
+            whole /= 10;
+            scale /= 10;
+        }
         let count = NonZeroU32::new(whole)
             .ok_or_else(|| format!("invalid rate `{s}`: the count must be greater than zero"))?;
         Ok(Rate {
@@ -225,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates() {
+    fn rates_parse_as_written_and_refuse_what_is_not_a_rate() {
         let r: Rate = "10/s".parse().unwrap();
         assert_eq!(r.interval(), Duration::from_millis(100));
         let r: Rate = "0.5/s".parse().unwrap();
@@ -241,10 +256,17 @@ mod tests {
         assert!("10".parse::<Rate>().is_err());
         assert!("10/d".parse::<Rate>().is_err());
         assert!("NaN/s".parse::<Rate>().is_err());
+        assert!(
+            "0.0101/s"
+                .parse::<Rate>()
+                .unwrap_err()
+                .contains("three decimals")
+        );
+        assert_eq!("12.346/s".parse::<Rate>().unwrap().to_string(), "12.346/s");
     }
 
     #[test]
-    fn durations_and_sizes() {
+    fn durations_and_sizes_parse_in_human_units() {
         assert_eq!(
             "250ms".parse::<HumanDuration>().unwrap().0,
             Duration::from_millis(250)
@@ -257,5 +279,32 @@ mod tests {
         assert_eq!("10MiB".parse::<ByteSize>().unwrap().0, 10 << 20);
         assert_eq!("64k".parse::<ByteSize>().unwrap().0, 64_000);
         assert!("ten".parse::<ByteSize>().is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// What a unit prints, it parses back to the same value.
+        #[test]
+        fn units_round_trip_through_their_display(
+            bytes in 0u64..(1 << 50),
+            millis in 0u64..10_000_000_000,
+            count in 1u32..=1_000_000,
+            per in proptest::sample::select(vec![1u64, 60, 3600]),
+        ) {
+            proptest::prop_assert_eq!(ByteSize(bytes).to_string().parse::<ByteSize>().unwrap(), ByteSize(bytes));
+            let d = HumanDuration(Duration::from_millis(millis));
+            proptest::prop_assert_eq!(d.to_string().parse::<HumanDuration>().unwrap(), d);
+            let r = Rate { count: NonZeroU32::new(count).unwrap(), per: Duration::from_secs(per) };
+            proptest::prop_assert_eq!(r.to_string().parse::<Rate>().unwrap(), r);
+        }
+
+        /// No text makes a unit parser panic.
+        #[test]
+        fn any_text_is_a_unit_or_an_error(text in "\\PC{0,30}") {
+            let _ = text.parse::<ByteSize>();
+            let _ = text.parse::<HumanDuration>();
+            let _ = text.parse::<Rate>();
+        }
     }
 }

@@ -42,7 +42,8 @@ pub(crate) struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
 
-    /// Only errors on stderr: no progress line, no summary, no per-URL log lines
+    /// Only errors on stderr: no progress line, no summary, no warnings, no per-URL log
+    /// lines (every failure is in its record); RUST_LOG does not override it
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
 }
@@ -68,7 +69,7 @@ pub(crate) enum Command {
     /// Print the man page (roff), e.g. `fetchall man > fetchall.1`
     Man,
     /// Merge shard outputs (each written with --ordered) into input order on stdout, by seq
-    /// (then page, round); duplicates and gaps are reported on stderr with exit status 1.
+    /// (round by round when polling, then page); duplicates and gaps are reported on stderr with exit status 1.
     /// Memory is bounded by the number of files (see docs/scale-out.md)
     Merge {
         /// Write the merged records to FILE (created or truncated) [default: stdout]
@@ -171,6 +172,30 @@ fn effective(matches: &ArgMatches, file: &ConfigFile) -> Vec<Effective> {
         .collect()
 }
 
+impl Parsed {
+    /// A setting's error as the user can act on it: where the bad value came from (the config
+    /// file, an environment variable, or the flag).
+    pub(crate) fn explain(&self, e: &fetchall::SettingsError) -> String {
+        let origin = self
+            .effective
+            .iter()
+            .find(|x| x.key == e.setting())
+            .map(|x| x.origin.as_str());
+        match (origin, &self.file.path) {
+            (Some("config file"), Some(path)) => format!(
+                "config file {}: `{}`: {}",
+                path.display(),
+                e.setting(),
+                e.message()
+            ),
+            (Some(env), _) if env.starts_with("environment ") => {
+                format!("{e} (from the {env})")
+            }
+            _ => e.to_string(),
+        }
+    }
+}
+
 impl Cli {
     /// The tracing filter the flags ask for (`RUST_LOG`, when set, wins).
     pub(crate) fn log_level(&self) -> &'static str {
@@ -217,6 +242,25 @@ mod tests {
         }
     }
 
+    /// Every boolean option is declared the same way, so `--x=false`, `FETCHALL_X=1` and
+    /// `x = "yes"` in the config file all work for each of them.
+    #[test]
+    fn every_boolean_option_takes_an_optional_value() {
+        for arg in command().get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| is_run_option(l)) else {
+                continue;
+            };
+            if arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>() {
+                assert!(
+                    matches!(arg.get_action(), clap::ArgAction::Set),
+                    "--{long} is a bare switch: declare it like --insecure"
+                );
+                parse(&["fetchall", &format!("--{long}=false")]);
+                parse(&["fetchall", &format!("--{long}")]);
+            }
+        }
+    }
+
     #[test]
     fn flags_are_typed_and_their_origin_is_kept() {
         let p = parse(&["fetchall", "-c", "7", "--rate", "5/s", "urls.txt"]);
@@ -225,5 +269,57 @@ mod tests {
         let origins = origins(&p);
         assert_eq!(origins["concurrency"], "flag");
         assert_eq!(origins["timeout"], "default");
+    }
+
+    fn with_config(text: &str, args: &[&str]) -> Result<Parsed, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut argv: Vec<OsString> = vec!["fetchall".into(), "--config".into(), path.into()];
+        argv.extend(args.iter().map(OsString::from));
+        parse_from(argv)
+    }
+
+    #[test]
+    fn config_file_values_sit_under_flags_and_keep_their_origin() {
+        let text =
+            "concurrency = 3\nrate = [\"1/s\", \"2.5/m\"]\ninsecure = \"yes\"\nretry-500 = true\n";
+        let p = with_config(text, &["-c", "9"]).unwrap();
+        assert_eq!(p.cli.options.concurrency.get(), 9, "the flag wins");
+        assert_eq!(p.cli.options.rate.len(), 2);
+        assert!(p.cli.options.insecure && p.cli.options.retry_500);
+        let origins = origins(&p);
+        assert_eq!(origins["concurrency"], "flag");
+        assert_eq!(origins["rate"], "config file");
+        assert_eq!(origins["insecure"], "config file");
+        assert_eq!(origins["timeout"], "default");
+    }
+
+    #[test]
+    fn config_file_errors_name_the_key_and_never_quote_a_credential() {
+        let e = with_config("concurency = 2\n", &[]).unwrap_err();
+        assert!(e.contains("unknown key `concurency`"), "{e}");
+        let e = with_config("concurrency = \"many\"\n", &[]).unwrap_err();
+        assert!(e.contains("`concurrency`"), "{e}");
+        // Values are checked when the settings are resolved; no message quotes them.
+        let p = with_config("header = \"Authorization: Bearer s3cret\\u0001\"\n", &[]).unwrap();
+        let e = p.cli.options.resolve().unwrap_err().to_string();
+        assert!(e.contains("--header") && !e.contains("s3cret"), "{e}");
+        let p = with_config("proxy = \"sock5://u:s3cret@p.test:1\"\n", &[]).unwrap();
+        let e = p.cli.options.resolve().unwrap_err().to_string();
+        assert!(e.contains("--proxy") && !e.contains("s3cret"), "{e}");
+        let e = with_config(
+            "header = \"Authorization: Bearer s3cret\nconcurrency = 2\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("not valid TOML at line 1") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = with_config("rate = [[\"1/s\"]]\n", &[]).unwrap_err();
+        assert!(e.contains("`rate`"), "{e}");
+        let e = with_config("concurrency = [1, 2]\n", &[]).unwrap_err();
+        assert!(e.contains("takes one value"), "{e}");
     }
 }

@@ -9,16 +9,20 @@
 //! a bad value is one error that names the file and the key; a value of an option that may
 //! hold a credential is never quoted.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Command;
 
 use super::options::is_run_option;
 
-/// Options whose values may hold credentials: their values are never quoted in errors and are
-/// masked by `fetchall config`.
+/// Options whose values may hold credentials: their values are never quoted in errors
+/// (`fetchall config` masks credential headers, a proxy or Redis password and inline bodies).
 pub(crate) const SECRET_KEYS: [&str; 6] =
     ["header", "proxy", "data", "json", "user-agent", "limits"];
+
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// A config file, read and split into option values.
 #[derive(Debug, Default, Clone)]
@@ -43,7 +47,14 @@ impl ConfigFile {
             return Ok(ConfigFile::default());
         };
         let fail = |message: String| format!("config file {}: {message}", path.display());
-        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        // Bounded like every input: a config file is a few hundred bytes, not a disk image.
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             // toml's message quotes the offending line, which may hold a credential: keep
             // only where it is and what is wrong.
@@ -114,24 +125,12 @@ fn check(cmd: &Command, key: &str, texts: &[String]) -> Result<(), String> {
     let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(key)) else {
         return Err(format!("unknown key `{key}`"));
     };
-    let takes_value = arg.get_action().takes_values();
     let repeats = matches!(arg.get_action(), clap::ArgAction::Append);
     if texts.len() != 1 && !repeats {
         return Err(format!("`{key}` takes one value, not a list"));
     }
     let mut argv = vec!["fetchall".to_owned()];
-    for t in texts {
-        if takes_value {
-            argv.push(format!("--{key}={t}"));
-        } else {
-            // A switch (`retry-500 = true`): present or absent.
-            match t.as_str() {
-                "true" => argv.push(format!("--{key}")),
-                "false" => {}
-                _ => return Err(format!("`{key}` is true or false")),
-            }
-        }
-    }
+    argv.extend(texts.iter().map(|t| format!("--{key}={t}")));
     cmd.clone()
         .try_get_matches_from(argv)
         .map(drop)

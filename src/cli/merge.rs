@@ -1,13 +1,14 @@
 //! `fetchall merge FILE...`: shard outputs back into one stream in input order.
 //!
 //! Each file must be a run's output written with `--ordered` (its records ascending by
-//! `seq`, then `page` and `round` where a record has them). The merge is a k-way merge with a
+//! `round` where records have one (polling writes round after round), then `seq`, then
+//! `page` where a record has one). The merge is a k-way merge with a
 //! heap holding one line per file, so memory is bounded by the number of files (and the
 //! longest line), not by their length. Lines are copied through as they are, byte for byte.
 //!
 //! What it checks, on stderr, with exit status 1: a *duplicate* is a second record with the
-//! same (`seq`, `page`, `round`) (the first is kept, the others dropped); a *gap* is a `seq`
-//! missing among 0 ..= the largest `seq` seen, over all files together (shards skip each
+//! same (`round`, `seq`, `page`) (the first is kept, the others dropped); a *gap* is a `seq`
+//! missing among 0 ..= the largest `seq` seen in its round, over all files together (shards skip each
 //! other's lines, so one shard alone has gaps; all shards together must not). A line missing
 //! after the largest `seq` cannot be seen from the outputs alone. A file that is not in order,
 //! a line that is not a record, or a file that cannot be read stop the merge (exit 2). This
@@ -26,25 +27,26 @@ use super::exit::{Exit, Message, report};
 /// Most duplicate or gap lines written to stderr; the rest are counted.
 const MAX_REPORTED: u64 = 20;
 
-/// Where a record goes in the merged order: `seq`, then `page`, then `round` (a record without
-/// `page` or `round` sorts before one with them).
+/// Where a record goes in the merged order: `round` (an `--ordered` polling run writes its
+/// rounds one after another), then `seq`, then `page` (a record without `round` or `page`
+/// sorts before one with them). The derived order is the fields' order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 struct Key {
+    #[serde(default)]
+    round: Option<u64>,
     seq: u64,
     #[serde(default)]
     page: Option<u64>,
-    #[serde(default)]
-    round: Option<u64>,
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = self.round {
+            write!(f, "round {r} ")?;
+        }
         write!(f, "seq {}", self.seq)?;
         if let Some(p) = self.page {
             write!(f, " page {p}")?;
-        }
-        if let Some(r) = self.round {
-            write!(f, " round {r}")?;
         }
         Ok(())
     }
@@ -152,7 +154,9 @@ fn merge(
     }
     let mut problems = Problems::default();
     let mut previous: Option<(Key, usize)> = None;
+    // The seq expected next in the current round (every round has every line).
     let mut next_seq = 0u64;
+    let mut round = None;
     while let Some(Reverse((key, i))) = heap.pop() {
         let line = std::mem::take(&mut heads[i]);
         match previous {
@@ -167,6 +171,10 @@ fn merge(
                 );
             }
             _ => {
+                if key.round != round {
+                    round = key.round;
+                    next_seq = 0;
+                }
                 if key.seq > next_seq {
                     problems.missing += key.seq - next_seq;
                     let range = if key.seq - next_seq == 1 {
@@ -174,7 +182,11 @@ fn merge(
                     } else {
                         format!("seqs {next_seq}..={}", key.seq - 1)
                     };
-                    problems.say(errors, format_args!("gap: {range} in no file"));
+                    let of = key
+                        .round
+                        .map(|r| format!(" of round {r}"))
+                        .unwrap_or_default();
+                    problems.say(errors, format_args!("gap: {range}{of} in no file"));
                 }
                 next_seq = next_seq.max(key.seq.saturating_add(1));
                 out.write_all(&line)?;
@@ -216,10 +228,7 @@ pub(crate) fn run(output: Option<&Path>, files: &[PathBuf]) -> Exit {
     }
     let sink: Box<dyn Write> = match output {
         Some(path) => {
-            if files
-                .iter()
-                .any(|f| same_file::is_same_file(f, path).unwrap_or(false))
-            {
+            if files.iter().any(|f| same_file(f, path)) {
                 let shown = path.display();
                 return report(&Message(format!(
                     "merge: -o {shown} is one of the inputs; writing would erase it"
@@ -253,6 +262,16 @@ pub(crate) fn run(output: Option<&Path>, files: &[PathBuf]) -> Exit {
             Ok(io) => report(&*io),
             Err(e) => report(&Message(format!("merge: {e}"))),
         },
+    }
+}
+
+/// Whether `a` and `b` are one existing file (same device and inode: a hard link or a symlink
+/// counts), as `run`'s file checks decide it.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
     }
 }
 
@@ -306,6 +325,29 @@ mod tests {
             .map(|l| serde_json::from_str::<Key>(l).unwrap().page)
             .collect();
         assert_eq!(pages, [Some(0), Some(1), Some(2), None]);
+    }
+
+    #[test]
+    fn polled_outputs_merge_round_after_round() {
+        // Two shards' --ordered outputs of a two-round polling run.
+        let a = "{\"seq\":0,\"round\":0}\n{\"seq\":2,\"round\":0}\n{\"seq\":0,\"round\":1}\n{\"seq\":2,\"round\":1}\n";
+        let b = "{\"seq\":1,\"round\":0}\n{\"seq\":1,\"round\":1}\n";
+        let (out, err, result) = merged(&[a, b]);
+        assert_eq!(result.unwrap(), Problems::default(), "{err}");
+        let keys: Vec<(Option<u64>, u64)> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Key>(l).unwrap())
+            .map(|k| (k.round, k.seq))
+            .collect();
+        let want: Vec<(Option<u64>, u64)> = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+            .into_iter()
+            .map(|(r, s)| (Some(r), s))
+            .collect();
+        assert_eq!(keys, want);
+        // A line missing from one round is a gap of that round.
+        let (_, err, result) = merged(&[a]);
+        assert_eq!(result.unwrap().missing, 2);
+        assert!(err.contains("gap: seq 1 of round 1 in no file"), "{err}");
     }
 
     #[test]

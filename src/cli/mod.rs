@@ -35,7 +35,7 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
         },
         Some(Command::Config { options }) => {
             if let Err(e) = options.resolve() {
-                return report(&e);
+                return report(&exit::Message(parsed.explain(&e)));
             }
             match show_config::print(&parsed, &mut stdout) {
                 Ok(()) => Exit::Ok,
@@ -43,8 +43,11 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
             }
         }
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(*shell, &mut args::command(), "fetchall", &mut stdout);
-            match stdout.flush() {
+            // Generated into memory first: clap_complete panics when its writer fails (a
+            // reader that went away); a failed write here is reported like any other.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut args::command(), "fetchall", &mut script);
+            match stdout.write_all(&script).and_then(|()| stdout.flush()) {
                 Ok(()) => Exit::Ok,
                 Err(e) => report(&e),
             }
@@ -64,7 +67,7 @@ async fn fetch(parsed: &Parsed) -> Exit {
         Ok(s) => s,
         Err(e) => return report(&e),
     };
-    let result = run::run(&parsed.cli, &signals).await;
+    let result = run::run(parsed, &signals).await;
     if let Some(exit) = signals.exit() {
         // Stopped by a signal: 128 + its number, whatever the records said.
         if let Err(e) = result {

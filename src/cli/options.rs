@@ -7,14 +7,14 @@
 //! `Settings`. Built-in defaults come from `fetchall::Settings::default()`, so the binary and
 //! the library cannot disagree about them.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use fetchall::{
-    Body, BodyMode, ByteSize, HumanDuration, LimitsFallback, LimitsUrl, Proxy, Rate,
-    RequestDefaults, RetryPolicy, Settings, SettingsError, Shard,
+    Body, BodyMode, ByteSize, Filter, HeaderName, HumanDuration, LimitsFallback, LimitsUrl, Proxy,
+    Rate, RequestDefaults, RetryPolicy, Settings, SettingsError, Shard,
 };
 use strum::VariantNames;
 
@@ -85,12 +85,16 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(D.retry.max_wait))]
     pub(crate) max_retry_wait: HumanDuration,
 
-    /// Also retry 500 Internal Server Error [default: off]
-    #[arg(long)]
+    /// Also retry 500 Internal Server Error
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.retry.retry_500, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     pub(crate) retry_500: bool,
 
-    /// Also retry non-idempotent methods (POST, PATCH) [default: off]
-    #[arg(long)]
+    /// Also retry non-idempotent methods (POST, PATCH)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.retry.non_idempotent, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     pub(crate) retry_non_idempotent: bool,
 
     /// Read-idle timeout: longest wait for the next bytes of a response
@@ -108,7 +112,7 @@ pub(crate) struct RunArgs {
 
     /// Do not verify TLS certificates: accept self-signed, expired or wrong-name certificates
     /// (warns on stderr)
-    #[arg(short = 'k', long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(short = 'k', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.insecure, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) insecure: bool,
@@ -145,7 +149,7 @@ pub(crate) struct RunArgs {
     pub(crate) proxy: Option<String>,
 
     /// Add the response headers to each record ("headers": {name: [values]})
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.response_headers, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) headers: bool,
@@ -161,7 +165,7 @@ pub(crate) struct RunArgs {
 
     /// Emit records in input order (a bounded reorder buffer of 2 x concurrency records;
     /// while it is full no new request starts) [default: completion order]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.ordered, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) ordered: bool,
@@ -182,7 +186,7 @@ pub(crate) struct RunArgs {
 
     /// Adapt each host's rate: a 429 halves it, each success raises it by 0.05/s, up to
     /// --per-host-rate (or --rate); records get `host_rate`
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
           default_value_t = D.adaptive, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub(crate) adaptive: bool,
@@ -192,12 +196,107 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = D.lookahead)]
     pub(crate) lookahead: NonZeroUsize,
 
+    /// Also mask the value of this query (or fragment) parameter in records and logs; repeat
+    /// for more. Added to the built-in list (token, access_token, api_key, key, sig,
+    /// signature, password, secret, session, ...; see docs/security.md) [default: none]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) mask_param: Vec<String>,
+
+    /// Also treat this request header as a credential: dropped when a redirect leaves the
+    /// request's origin, masked by `fetchall config`; repeat for more. Added to the built-in
+    /// rule (Authorization, Cookie, and names containing key, token, secret, password, auth,
+    /// session, ...; see docs/security.md) [default: none]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) credential_header: Vec<String>,
+
     /// Threads of the async runtime that runs the requests; 0 means one per CPU core. One
     /// thread keeps tens of thousands of requests a second going; more help only when
     /// decoding large bodies is the bottleneck (at most 1024)
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(0..=MAX_THREADS as i64))]
     pub(crate) threads: u16,
+
+    /// Repeat the whole input every DURATION (e.g. 30s, 1m), on a fixed schedule from the first
+    /// round's start; a round that runs past its slot is followed at once by the next. Limits
+    /// carry over between rounds; see docs/polling.md [default: off: one round]
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) every: Option<HumanDuration>,
+
+    /// Stop after N rounds [default: 1 without --every, no end with it]
+    #[arg(long, value_name = "N")]
+    pub(crate) rounds: Option<NonZeroU64>,
+
+    /// SQLite file remembering each request's outcome and validators (ETag, Last-Modified)
+    /// across rounds and runs; created if missing, one fetchall at a time. Records then carry
+    /// round, at, changed and not_modified [default: a temporary one while polling]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Write only records whose outcome (ok, status, error kind, body) changed since the
+    /// stored one; the summary still counts every record. Needs --every, --rounds or --state
+    /// [default: off]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.changed_only, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) changed: bool,
+
+    /// Do not send If-None-Match / If-Modified-Since from the stored validators [default:
+    /// off: GET and HEAD with stored validators are conditional, a 304 is not_modified]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = !D.conditional, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) no_conditional: bool,
+
+    /// Trust only the CA certificates in this PEM file for HTTPS, instead of the system's
+    /// (as curl's --cacert) [default: the system's CA certificates]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+
+    /// Do not pace hosts from the quota headers their responses send (RateLimit,
+    /// RateLimit-Remaining/-Reset, X-RateLimit-Remaining/-Reset; see docs/api.md)
+    /// [default: off, i.e. paced]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = !D.quota_headers, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) no_quota_headers: bool,
+
+    /// Add `extract.NAME` to each ok record: the first output of the jq FILTER on the JSON
+    /// body (null if none), e.g. --extract n='.items|length'. Repeatable. A filter that fails
+    /// on a body, or a body that is not JSON, fails the record (kind filter) [default: none]
+    #[arg(long, value_name = "NAME=FILTER")]
+    pub(crate) extract: Vec<String>,
+
+    /// Replace each ok record's body by the first output of this jq filter on the JSON body,
+    /// e.g. '{id, name}' [default: the whole body]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) body_filter: Option<String>,
+
+    /// Fail each ok record whose JSON body makes this jq filter yield false, null or nothing
+    /// (kind assertion), e.g. '.status != "error"' [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) assert: Option<String>,
+
+    /// Paginate: after each page, fetch the one its `Link: <...>; rel="next"` header names
+    /// (relative links resolved). Each page gets its own record with "page" (0-based)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, action = clap::ArgAction::Set,
+          default_value_t = D.follow_next, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub(crate) follow_next: bool,
+
+    /// Paginate: a jq filter over each page's JSON body yielding the next page's URL
+    /// (absolute or relative), or with --next-param a cursor; null, false, "" or no output
+    /// ends the line [default: none]
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) next: Option<String>,
+
+    /// Put the cursor --next yields into this query parameter of the line's own URL
+    /// [default: --next yields URLs]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) next_param: Option<String>,
+
+    /// Most pages fetched per line with --follow-next or --next, the first included
+    #[arg(long, value_name = "N", default_value_t = D.max_pages)]
+    pub(crate) max_pages: NonZeroU32,
 
     /// Fetch only shard K of N (0-based): the lines whose host (scheme + host + port) hashes
     /// to K; other lines get no record. `auto` reads JOB_COMPLETION_INDEX + FETCHALL_SHARDS
@@ -335,7 +434,8 @@ pub(crate) fn with_env_names(cmd: clap::Command) -> clap::Command {
     cmd.mut_args(|arg| match arg.get_long() {
         Some(long) if is_run_option(long) => {
             let name = format!("FETCHALL_{}", long.to_ascii_uppercase().replace('-', "_"));
-            arg.env(name)
+            // `--help` names the variable but never shows its value: it may be a token.
+            arg.env(name).hide_env_values(true)
         }
         _ => arg,
     })
@@ -352,6 +452,8 @@ pub(crate) fn is_run_option(long: &str) -> bool {
 /// What the binary itself does with a run, beyond the library's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Outputs {
+    /// The files `-d @FILE` and `--json @FILE` read.
+    pub(crate) bodies: Vec<PathBuf>,
     /// Records to this file instead of stdout.
     pub(crate) output: Option<PathBuf>,
     /// The JSON summary to this file.
@@ -394,6 +496,55 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        s.every = self.every.map(|d| d.0);
+        s.rounds = self.rounds;
+        s.state = self.state.clone();
+        s.changed_only = self.changed;
+        s.conditional = !self.no_conditional;
+        s.ca_certs = match &self.cacert {
+            Some(path) => Some(
+                fetchall::CaCerts::from_pem_file(path)
+                    .map_err(|e| SettingsError::new("cacert", e))?,
+            ),
+            None => None,
+        };
+        s.quota_headers = !self.no_quota_headers;
+        for e in &self.extract {
+            s.extract.push(extract(e)?);
+        }
+        s.body_filter = self
+            .body_filter
+            .as_deref()
+            .map(|f| filter("body-filter", f))
+            .transpose()?;
+        s.assert = self
+            .assert
+            .as_deref()
+            .map(|f| filter("assert", f))
+            .transpose()?;
+        s.follow_next = self.follow_next;
+        s.next = self
+            .next
+            .as_deref()
+            .map(|f| filter("next", f))
+            .transpose()?;
+        s.next_param = self.next_param.clone();
+        s.max_pages = self.max_pages;
+        s.mask_params
+            .extend(self.mask_param.iter().map(|p| p.trim().to_owned()));
+        // Parsed here, not by clap: a mistaken `Name: value` must not be quoted back.
+        s.credential_headers = self
+            .credential_header
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| {
+                    SettingsError::new(
+                        "credential-header",
+                        "not a valid header name (give the name only, e.g. X-Tenant)",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         s.shard = match self.shard {
             Some(arg) => Some(
                 arg.resolve(|name| std::env::var(name).ok())
@@ -414,10 +565,21 @@ impl RunArgs {
         s.limits_share = self.limits_share;
         s.check()?;
         let outputs = Outputs {
+            bodies: self.body_files(),
             output: self.output.clone(),
             summary: self.summary.clone(),
         };
         Ok((s, outputs))
+    }
+
+    /// The files `-d @FILE` and `--json @FILE` name (without reading them).
+    pub(crate) fn body_files(&self) -> Vec<PathBuf> {
+        [&self.data, &self.json]
+            .into_iter()
+            .flatten()
+            .filter_map(|arg| arg.strip_prefix('@'))
+            .map(PathBuf::from)
+            .collect()
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -452,15 +614,37 @@ impl RunArgs {
                 read_arg(d).map_err(|e| SettingsError::new("data", e))?,
             )),
             (None, Some(j)) => {
-                let bytes = read_arg(j).map_err(|e| SettingsError::new("json", e))?;
-                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-                    .map_err(|e| SettingsError::new("json", format!("not valid JSON: {e}")))?;
-                Some(Body::Json(bytes))
+                // Checked to be JSON by Settings::check.
+                Some(Body::Json(
+                    read_arg(j).map_err(|e| SettingsError::new("json", e))?,
+                ))
             }
             (None, None) => None,
         };
         Ok(r)
     }
+}
+
+/// A jq filter, compiled; the error names the flag.
+fn filter(flag: &'static str, text: &str) -> Result<Filter, SettingsError> {
+    Filter::new(text).map_err(|e| SettingsError::new(flag, e))
+}
+
+/// `NAME=FILTER`, the name a plain word (letters, digits, `_`, `-`).
+fn extract(text: &str) -> Result<(String, Filter), SettingsError> {
+    let fail = |why: &str| SettingsError::new("extract", why);
+    let (name, f) = text
+        .split_once('=')
+        .ok_or_else(|| fail("expected NAME=FILTER, e.g. n='.items|length'"))?;
+    let name = name.trim();
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(word) {
+        return Err(fail(
+            "NAME must be letters, digits, `_` or `-` (as in NAME=FILTER)",
+        ));
+    }
+    let f = Filter::new(f).map_err(|e| SettingsError::new("extract", format!("{name}: {e}")))?;
+    Ok((name.to_owned(), f))
 }
 
 /// `@path` reads the file; anything else is the text itself.

@@ -1,17 +1,15 @@
 //! `fetchall config`: the effective configuration as TOML, each value with its origin.
 //!
-//! The output can be pasted into an issue or saved as a config file: credential headers
-//! (Authorization, Proxy-Authorization, Cookie, and any header whose name says key, token,
-//! secret or password) and a password in the proxy URL show as `****`.
+//! The output can be pasted into an issue or saved as a config file: credential headers (the
+//! library's rule, `fetchall::is_credential_header`, plus `--credential-header` names), a
+//! password in the proxy URL, and inline `--data`/`--json` bodies (a form's password) show as
+//! `****`; an `@FILE` body shows its path.
 
 use std::io::{self, Write};
 
-use super::args::{Effective, Parsed};
+use fetchall::HeaderName;
 
-/// Header names whose values are credentials, whatever their spelling otherwise.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
-/// Words that make any header name a credential's (`X-Api-Key`, `X-Auth-Token`).
-const CREDENTIAL_WORDS: [&str; 6] = ["key", "token", "secret", "password", "auth", "session"];
+use super::args::{Effective, Parsed};
 
 /// Write the effective configuration to `out`.
 pub(crate) fn print(parsed: &Parsed, out: &mut dyn Write) -> io::Result<()> {
@@ -23,8 +21,15 @@ pub(crate) fn print(parsed: &Parsed, out: &mut dyn Write) -> io::Result<()> {
         Some(f) => writeln!(out, "# config file: {}", f.display())?,
         None => writeln!(out, "# config file: none")?,
     }
+    let marked: Vec<HeaderName> = parsed
+        .effective
+        .iter()
+        .filter(|e| e.key == "credential-header")
+        .flat_map(|e| &e.values)
+        .filter_map(|v| HeaderName::from_bytes(v.trim().as_bytes()).ok())
+        .collect();
     for e in &parsed.effective {
-        match toml_value(e) {
+        match toml_value(e, &marked) {
             Some(v) => writeln!(out, "{} = {v}  # {}", e.key, e.origin)?,
             None => writeln!(out, "# {} is not set", e.key)?,
         }
@@ -33,8 +38,8 @@ pub(crate) fn print(parsed: &Parsed, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The option's value as TOML (numbers and booleans bare, the rest quoted), masked.
-fn toml_value(e: &Effective) -> Option<String> {
-    let shown: Vec<String> = e.values.iter().map(|v| mask(&e.key, v)).collect();
+fn toml_value(e: &Effective, marked: &[HeaderName]) -> Option<String> {
+    let shown: Vec<String> = e.values.iter().map(|v| mask(&e.key, v, marked)).collect();
     if e.repeats {
         let items: Vec<String> = shown.iter().map(|v| quoted(v)).collect();
         return Some(format!("[{}]", items.join(", ")));
@@ -53,10 +58,11 @@ fn quoted(v: &str) -> String {
     toml::Value::String(v.to_owned()).to_string()
 }
 
-/// A value as it may be shown: credential header values and proxy passwords as `****`.
-fn mask(key: &str, value: &str) -> String {
+/// A value as it may be shown: credential header values, proxy and Redis passwords and
+/// inline bodies as `****`.
+fn mask(key: &str, value: &str, marked: &[HeaderName]) -> String {
     match key {
-        "header" => mask_header(value),
+        "header" => mask_header(value, marked),
         "proxy" => match value.parse::<fetchall::Proxy>() {
             Ok(p) => p.to_string(),
             Err(_) => "****".to_owned(),
@@ -65,21 +71,21 @@ fn mask(key: &str, value: &str) -> String {
             Ok(u) => u.to_string(),
             Err(_) => "****".to_owned(),
         },
+        "data" | "json" if !value.starts_with('@') => "****".to_owned(),
         _ => value.to_owned(),
     }
 }
 
-/// `Name: value` with the value masked when the name is a credential's.
-pub(crate) fn mask_header(header: &str) -> String {
+/// `Name: value` with the value masked when the name is a credential's; a line that is not
+/// `Name: value` at all is masked whole.
+pub(crate) fn mask_header(header: &str, marked: &[HeaderName]) -> String {
     match header.split_once(':') {
-        Some((name, _)) if is_credential_header(name.trim()) => format!("{}: ****", name.trim()),
-        _ => header.to_owned(),
+        Some((name, _)) if fetchall::is_credential_header(name, marked) => {
+            format!("{}: ****", name.trim())
+        }
+        Some(_) => header.to_owned(),
+        None => "****".to_owned(),
     }
-}
-
-fn is_credential_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    CREDENTIAL_HEADERS.contains(&name.as_str()) || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
 }
 
 #[cfg(test)]
@@ -89,18 +95,23 @@ mod tests {
     #[test]
     fn credential_headers_are_masked_and_others_kept() {
         assert_eq!(
-            mask_header("Authorization: Bearer x"),
+            mask_header("Authorization: Bearer x", &[]),
             "Authorization: ****"
         );
-        assert_eq!(mask_header("X-Api-Key: abc"), "X-Api-Key: ****");
-        assert_eq!(mask_header("Accept: text/plain"), "Accept: text/plain");
+        assert_eq!(mask_header("X-Api-Key: abc", &[]), "X-Api-Key: ****");
+        assert_eq!(mask_header("Accept: text/plain", &[]), "Accept: text/plain");
+        assert_eq!(mask_header("Bearer abc", &[]), "****");
+        let marked = [HeaderName::from_static("x-tenant")];
+        assert_eq!(mask_header("X-Tenant: t1", &marked), "X-Tenant: ****");
         assert_eq!(
-            mask("proxy", "http://u:pw@p.test:3128"),
+            mask("proxy", "http://u:pw@p.test:3128", &[]),
             "http://u:****@p.test:3128/"
         );
         assert_eq!(
-            mask("limits", "rediss://:hunter2@r.test:6380/1"),
+            mask("limits", "rediss://:hunter2@r.test:6380/1", &[]),
             "rediss://:****@r.test:6380/1"
         );
+        assert_eq!(mask("data", "password=hunter2", &[]), "****");
+        assert_eq!(mask("data", "@body.txt", &[]), "@body.txt");
     }
 }

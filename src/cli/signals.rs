@@ -4,21 +4,19 @@
 //! token is cancelled, so input reading stops and no new request starts; requests in flight
 //! get `--grace` to finish and are then cancelled, each with a `cancelled` record; the writer
 //! flushes and the process exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
-//! Second signal: the writer's whole lines are flushed and the process exits at once, with the
-//! first signal's status; no half line is written.
+//! Second signal: no new record is started, the whole lines buffered are flushed and the
+//! process exits at once, with the first signal's status. A record already being written
+//! (a large one, to a slow reader) is finished first: stdout never ends in half a record. A
+//! third signal exits even then.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use fetchall::{CancellationToken, SinkHandle};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::exit::Exit;
-
-/// How long a second signal waits for a line being written before it exits anyway.
-const EXIT_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The stop state of one run.
 #[derive(Debug, Default)]
@@ -53,8 +51,23 @@ impl Signals {
                 _ = terminate.recv() => {}
             }
             let code = i32::from(Exit::Signal(first.as_raw_value()).code());
-            // Whole lines only: the writer is frozen between two lines while we exit.
-            let _frozen = me.sink.get().map(|sink| sink.freeze(EXIT_PATIENCE));
+            let Some(sink) = me.sink.get().cloned() else {
+                std::process::exit(code);
+            };
+            // Whole lines only: freeze the writer between two lines (finishing a line in
+            // progress, on a thread of its own since that may block), then exit.
+            std::thread::spawn(move || {
+                let _frozen = sink.freeze(|| {
+                    tracing::warn!(
+                        "finishing the record being written before exiting; signal again to exit at once (it would be cut)"
+                    );
+                });
+                std::process::exit(code);
+            });
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
             std::process::exit(code);
         });
         Ok(this)

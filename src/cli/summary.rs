@@ -3,10 +3,10 @@
 //! Memory is fixed whatever the run's length: latencies go into a log-scale histogram of
 //! [`BUCKETS`] counters (each bucket 2% wider than the last, from 10 µs up), so a percentile is
 //! exact to within 2%; statuses and error kinds are small maps (at most 900 statuses, a dozen
-//! kinds). The summary watches records as they are written; it does not print or decide where
+//! kinds), and a polling run keeps the counts of its last [`MAX_ROUNDS`] rounds. The summary watches records as they are written; it does not print or decide where
 //! its text goes (that is the binary's `main`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -71,6 +71,22 @@ impl Histogram {
     }
 }
 
+/// Rounds whose counts the summary keeps (the most recent ones): a run polling every second
+/// for a day still has a summary of fixed size.
+pub(crate) const MAX_ROUNDS: usize = 1000;
+
+/// One polling round's counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub(crate) struct RoundCounts {
+    /// The round, 0-based.
+    pub round: u64,
+    /// Records of the round (written or not: `--changed` writes only the changed ones).
+    pub requests: u64,
+    pub changed: u64,
+    pub not_modified: u64,
+    pub failed: u64,
+}
+
 /// Counts a run's records as they are written.
 #[derive(Debug, Clone)]
 pub(crate) struct Summary {
@@ -81,6 +97,7 @@ pub(crate) struct Summary {
     by_status: BTreeMap<u16, u64>,
     by_error: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    rounds: VecDeque<RoundCounts>,
     /// With `--shard`: the run's skip counts, read when the report is made.
     shard_skips: Option<Skipped>,
 }
@@ -100,6 +117,7 @@ impl Summary {
             by_status: BTreeMap::new(),
             by_error: BTreeMap::new(),
             latency: Histogram::default(),
+            rounds: VecDeque::new(),
             shard_skips: None,
         }
     }
@@ -116,6 +134,28 @@ impl Summary {
         }
         if let Some(ms) = record.elapsed_ms {
             self.latency.record(ms);
+        }
+        if let Some(round) = record.round {
+            self.observe_round(round, record);
+        }
+    }
+
+    fn observe_round(&mut self, round: u64, record: &Record) {
+        // Rounds never overlap, so records arrive round after round.
+        if self.rounds.back().is_none_or(|r| r.round != round) {
+            if self.rounds.len() == MAX_ROUNDS {
+                self.rounds.pop_front();
+            }
+            self.rounds.push_back(RoundCounts {
+                round,
+                ..RoundCounts::default()
+            });
+        }
+        if let Some(r) = self.rounds.back_mut() {
+            r.requests += 1;
+            r.changed += u64::from(record.changed == Some(true));
+            r.not_modified += u64::from(record.not_modified == Some(true));
+            r.failed += u64::from(!record.ok);
         }
     }
 
@@ -153,6 +193,7 @@ impl Summary {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             latency_ms,
+            rounds: self.rounds.iter().cloned().collect(),
             skipped_other_shards: self.shard_skips.as_ref().map(Skipped::other_shards),
         }
     }
@@ -182,6 +223,9 @@ pub(crate) struct Report {
     /// Latency of the requests made (records with `elapsed_ms`); absent when none was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
+    /// When polling: each round's counts, oldest first (the last [`MAX_ROUNDS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<RoundCounts>,
     /// With `--shard`: input lines left to other shards (no record here).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped_other_shards: Option<u64>,
@@ -227,6 +271,26 @@ impl fmt::Display for Report {
         if let Some(n) = self.skipped_other_shards {
             writeln!(f, "  shard:   {n} lines of other shards skipped")?;
         }
+        // On a terminal, the last rounds; --summary FILE has them all.
+        const SHOWN: usize = 10;
+        if self.rounds.len() > SHOWN {
+            writeln!(
+                f,
+                "  rounds:  {} (the last {SHOWN} shown)",
+                self.rounds.len()
+            )?;
+        }
+        for r in self
+            .rounds
+            .iter()
+            .skip(self.rounds.len().saturating_sub(SHOWN))
+        {
+            writeln!(
+                f,
+                "  round {}: {} requests, {} changed, {} not modified, {} failed",
+                r.round, r.requests, r.changed, r.not_modified, r.failed
+            )?;
+        }
         Ok(())
     }
 }
@@ -234,6 +298,52 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_are_counted_apart_and_bounded() {
+        let mut s = Summary::new(Instant::now());
+        let record = |round: u64, ok: bool, changed: bool| {
+            let mut r: Record = serde_json::from_value(serde_json::json!({
+                "seq": 0, "line": 1, "url": "http://127.0.0.1/", "ok": ok,
+                "round": round, "changed": changed, "not_modified": ok && !changed,
+            }))
+            .unwrap();
+            r.status = Some(if ok { 304 } else { 500 });
+            r
+        };
+        s.observe(&record(0, true, true));
+        s.observe(&record(0, false, true));
+        s.observe(&record(1, true, false));
+        let report = s.report();
+        assert_eq!(
+            report.rounds,
+            vec![
+                RoundCounts {
+                    round: 0,
+                    requests: 2,
+                    changed: 2,
+                    not_modified: 0,
+                    failed: 1
+                },
+                RoundCounts {
+                    round: 1,
+                    requests: 1,
+                    changed: 0,
+                    not_modified: 1,
+                    failed: 0
+                },
+            ]
+        );
+        assert!(
+            report
+                .to_string()
+                .contains("round 1: 1 requests, 0 changed, 1 not modified")
+        );
+        for round in 2..(MAX_ROUNDS as u64 + 10) {
+            s.observe(&record(round, true, false));
+        }
+        assert_eq!(s.report().rounds.len(), MAX_ROUNDS);
+    }
 
     #[test]
     fn percentiles_within_two_percent() {

@@ -1,15 +1,21 @@
-//! One attempt at one request: send it, read the body within `--max-body`, and describe what
-//! came back as an [`Outcome`]. Whether to try again is not decided here (that is `retry`).
+//! One attempt at one request: send it, follow its redirects, read the body within
+//! `--max-body`, and describe what came back as an [`Outcome`]. Whether to try again is not
+//! decided here (that is `retry`).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, LAST_MODIFIED,
+    RETRY_AFTER,
 };
+use reqwest::{Method, StatusCode};
 
-use super::classify::describe;
+use super::classify::{describe, timed_out};
+use super::redirect::{self, Hop, Next};
+use crate::limit::{Budget, budget};
 use crate::record::{ErrorKind, RecordError};
+use crate::redact::Redactor;
 use crate::request::Request;
 use crate::settings::Settings;
 
@@ -25,6 +31,13 @@ pub(crate) struct Outcome {
     pub error: Option<RecordError>,
     /// The response's `Retry-After` header, for the retry policy.
     pub retry_after: Option<String>,
+    /// When polling: the response's `ETag` and `Last-Modified`, for the state.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The host's budget, as the response's quota headers announce it (when they are read).
+    pub budget: Option<Budget>,
+    /// The response's `Link` header values, joined with commas (for pagination).
+    pub link: Option<String>,
 }
 
 /// A response header's value, when it is text.
@@ -38,7 +51,9 @@ fn header(response: &reqwest::Response, name: HeaderName) -> Option<String> {
 
 impl Outcome {
     /// What the response's status line and headers say, before the body is read.
-    fn of_head(response: &reqwest::Response, with_headers: bool) -> Outcome {
+    fn of_head(response: &reqwest::Response, settings: &Settings) -> Outcome {
+        let with_headers = settings.response_headers;
+        let validator = |name| settings.polling().then(|| header(response, name)).flatten();
         Outcome {
             status: Some(response.status().as_u16()),
             headers: with_headers.then(|| header_map(response.headers())),
@@ -47,6 +62,13 @@ impl Outcome {
             bytes: None,
             error: None,
             retry_after: header(response, RETRY_AFTER),
+            etag: validator(ETAG),
+            last_modified: validator(LAST_MODIFIED),
+            budget: settings
+                .quota_headers
+                .then(|| budget(response.headers(), SystemTime::now()))
+                .flatten(),
+            link: link(response.headers()),
         }
     }
 
@@ -59,20 +81,22 @@ impl Outcome {
             bytes: None,
             error: Some(error),
             retry_after: None,
+            etag: None,
+            last_modified: None,
+            budget: None,
+            link: None,
         }
     }
 }
 
-/// The reqwest request for `request`, already completed by the flags' template (its method,
-/// headers and body are final). Every attempt, the first and each retry, builds it here.
-fn build_request(client: &reqwest::Client, request: &Request) -> reqwest::RequestBuilder {
-    let mut builder = client
-        .request(request.method(), request.url.clone())
-        .headers(request.headers.clone());
-    if let Some(body) = &request.body {
-        builder = builder.body(body.bytes());
-    }
-    builder
+/// Every `Link` header value that is text, joined with commas (RFC 8288 allows either form).
+fn link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// Response headers as lower-case name -> values (in the order received); a repeated header
@@ -87,23 +111,58 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<Stri
     map
 }
 
-/// Make one attempt at `request`.
+/// Make one attempt at `request`: send it, follow its redirects (see `redirect`), read the
+/// body. `--timeout` covers the whole attempt, every hop and the body. `last`: no other
+/// request to its host is known to come, so its connection is not kept (see `Hop::build`).
 pub(crate) async fn attempt(
     client: &reqwest::Client,
     settings: &Settings,
+    redactor: &Redactor,
     request: &Request,
+    last: bool,
 ) -> Outcome {
     let started = Instant::now();
-    let mut response = match build_request(client, request).send().await {
-        Ok(r) => r,
-        Err(e) => return Outcome::failed(describe(&e, settings, started, request)),
+    let mut hop = Hop::first(request);
+    let mut followed = 0u32;
+    let mut response = loop {
+        let remaining = settings.timeout.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Outcome::failed(timed_out(settings, "after a redirect"));
+        }
+        let sent = hop.build(client, last).timeout(remaining).send().await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let urls = [&request.url, &hop.url];
+                return Outcome::failed(describe(&e, settings, started, &urls, redactor));
+            }
+        };
+        match redirect::next(&response, &hop, &request.url, followed, settings, redactor) {
+            Next::Done => break response,
+            Next::Follow(next) => {
+                hop = *next;
+                followed += 1;
+            }
+            Next::Refuse(message) => {
+                let mut outcome = Outcome::of_head(&response, settings);
+                outcome.error = Some(RecordError::new(ErrorKind::Redirect, message));
+                return outcome;
+            }
+        }
     };
     let status = response.status();
-    let mut outcome = Outcome::of_head(&response, settings.response_headers);
+    let mut outcome = Outcome::of_head(&response, settings);
+    // HEAD, 1xx, 204 and 304 have no body, whatever their Content-Length says: nothing to
+    // limit, and `bytes` is 0.
+    let bodiless = hop.method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     // A declared length over the limit fails without reading (only when the body is not
     // compressed: a compressed body's declared length says nothing about its decoded size).
     let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
+        && !bodiless
         && len > settings.max_body
         && response.headers().get(CONTENT_ENCODING).is_none()
     {
@@ -116,6 +175,7 @@ pub(crate) async fn attempt(
         ));
         return outcome;
     }
+    let declared = declared.filter(|_| !bodiless);
 
     match read_body(&mut response, declared, settings.max_body).await {
         Ok(body) => {
@@ -135,7 +195,8 @@ pub(crate) async fn attempt(
         }
         Err((bytes, BodyError::Failed(e))) => {
             outcome.bytes = Some(bytes);
-            outcome.error = Some(describe(&e, settings, started, request));
+            let urls = [&request.url, &hop.url];
+            outcome.error = Some(describe(&e, settings, started, &urls, redactor));
             return outcome;
         }
     }

@@ -7,19 +7,22 @@
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
+use url::Url;
+
 use super::resolve::DnsError;
 use crate::record::{ErrorKind, RecordError};
-use crate::redact::mask_secrets;
-use crate::request::Request;
+use crate::redact::Redactor;
 use crate::settings::Settings;
 use crate::units::HumanDuration;
 
-/// Classify a reqwest error and give it a one-line message, with the URL's credentials masked.
+/// Classify a reqwest error and give it a one-line message, with the secrets of `urls` (the
+/// request's URL, and the hop that failed) masked.
 pub(super) fn describe(
     err: &reqwest::Error,
     settings: &Settings,
     started: Instant,
-    request: &Request,
+    urls: &[&Url],
+    redactor: &Redactor,
 ) -> RecordError {
     let kind = classify(err);
     // reqwest's own top line repeats the URL (which the record already has, masked); the
@@ -43,7 +46,18 @@ pub(super) fn describe(
         };
         message = format!("{which} ({message})");
     }
-    RecordError::new(kind, mask_secrets(message, &request.url))
+    RecordError::new(kind, redactor.message(message, urls))
+}
+
+/// The error of an attempt whose `--timeout` ran out between two requests of its chain.
+pub(super) fn timed_out(settings: &Settings, when: &str) -> RecordError {
+    RecordError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no complete response within --timeout {} ({when})",
+            HumanDuration(settings.timeout)
+        ),
+    )
 }
 
 /// Walk the source chain: reqwest's own flags are coarse (a reset mid-body is a "decode"
@@ -67,6 +81,23 @@ pub(crate) fn classify(err: &reqwest::Error) -> ErrorKind {
     }
     if err.is_timeout() {
         return ErrorKind::Timeout;
+    }
+    // Below hyper, an I/O error of kind InvalidData/InvalidInput is the HTTP framing that
+    // broke (a bad chunk size line): the peer did not speak valid HTTP. (A decompressor's
+    // complaint never has hyper above it.)
+    let mut under_hyper = false;
+    for e in chain(err) {
+        if e.is::<hyper::Error>() {
+            under_hyper = true;
+        } else if under_hyper
+            && let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        {
+            return ErrorKind::Protocol;
+        }
     }
     for e in chain(err) {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {

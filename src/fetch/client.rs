@@ -9,28 +9,23 @@ use crate::settings::Settings;
 
 /// Build the one HTTP client a run shares (connection pool, timeouts, redirects, TLS, proxy).
 ///
-/// Redirects: reqwest drops `Authorization`, `Cookie` and `Proxy-Authorization` when a
-/// redirect leaves the origin (a different scheme, host or port), so credentials never follow
-/// a redirect to another host (`reqwest::redirect::remove_sensitive_headers`; tested in
-/// `tests/cli/security.rs`).
+/// Redirects are not followed by the client: `attempt` follows them itself (see `redirect`),
+/// so that every credential header, not only the three reqwest knows, stays with its origin,
+/// and no `Referer` is sent.
 pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
     if settings.insecure {
         tracing::warn!(
             "--insecure: TLS certificates are NOT verified; anyone on the path can read and change these requests"
         );
     }
-    // --max-redirects 0 turns following off: the 3xx itself is the response.
-    let redirect = match settings.max_redirects {
-        0 => reqwest::redirect::Policy::none(),
-        n => reqwest::redirect::Policy::limited(n as usize),
-    };
     let mut builder = reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .pool_max_idle_per_host(settings.concurrency.get())
-        .redirect(redirect)
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         // fetchall retries by its own rules (retry.rs), each retry paced by the gate; reqwest's
         // own retry layer (HTTP/2 refusals, with a budget to keep) would retry behind its back.
         .retry(reqwest::retry::never())
@@ -43,10 +38,16 @@ pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
         let proxy = reqwest::Proxy::all(proxy.url().clone())
             .map_err(|e| {
                 let message = super::classify::chain_message(&e);
-                SettingsError::new("proxy", crate::redact::mask_secrets(message, proxy.url()))
+                let redactor = crate::redact::Redactor::default();
+                SettingsError::new("proxy", redactor.message(message, &[proxy.url()]))
             })?
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);
+    }
+    // --cacert: these roots only, as curl does; the system's roots are neither loaded nor
+    // trusted.
+    if let Some(ca) = &settings.ca_certs {
+        builder = builder.tls_certs_only(ca.certs().iter().cloned());
     }
     builder.build().map_err(Error::Client)
 }

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::state::{Grant, SPIN, SWEEP_EVERY};
+use super::state::{Grant, SWEEP_EVERY};
+use super::timer::PreciseTimer;
 use super::{Shared, Slot, lock};
 
 /// The gate's driver: grant what can start, sleep until something changes, repeat.
 pub(super) async fn drive(shared: Arc<Shared>) {
     let mut grants = Vec::new();
+    let mut timer = PreciseTimer::new();
     loop {
         let now = Instant::now();
         let wake = {
@@ -26,12 +28,14 @@ pub(super) async fn drive(shared: Arc<Shared>) {
             tx,
             host,
             granted_at,
+            alone,
         } in grants.drain(..)
         {
             let slot = Slot {
                 shared: Arc::clone(&shared),
                 host,
                 granted_at,
+                alone,
             };
             // A waiter that went away between the check and now: its slot comes straight
             // back (the cell it took is wasted, which errs on the polite side).
@@ -39,27 +43,19 @@ pub(super) async fn drive(shared: Arc<Shared>) {
         }
         match wake {
             None => shared.wake.notified().await,
-            Some((at, precise)) => {
+            Some((at, None)) => {
                 tokio::select! {
                     () = shared.wake.notified() => {}
-                    () = wait_until(at, precise) => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            // A strict quota (no tolerance for a late start) decides: wake on time.
+            Some((at, Some(interval))) => {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = timer.wait_until(at, interval) => {}
                 }
             }
         }
-    }
-}
-
-/// Sleep until `deadline`. A tokio timer fires up to a millisecond or two late; when the
-/// quota cannot absorb that (`precise`), sleep until [`SPIN`] before and yield-spin the rest.
-async fn wait_until(deadline: Instant, precise: bool) {
-    if !precise {
-        tokio::time::sleep_until(deadline.into()).await;
-        return;
-    }
-    if let Some(early) = deadline.checked_sub(SPIN) {
-        tokio::time::sleep_until(early.into()).await;
-    }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
     }
 }

@@ -22,11 +22,14 @@ mod host;
 // Without the `redis` feature no lease is ever made (`Settings::check` refuses `--limits`).
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod lease;
+mod pacing;
 mod pushback;
 mod quota;
+mod quota_headers;
 #[cfg(feature = "redis")]
 mod shared;
 mod state;
+mod timer;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -38,6 +41,7 @@ use tokio::sync::{Notify, oneshot};
 pub(crate) use self::host::HostKey;
 use self::lease::{LeaseId, LeaseSpec, Reply, Request};
 use self::quota::Quota;
+pub(crate) use self::quota_headers::{Budget, budget};
 use self::state::{Limiter, Sharing, State};
 use crate::settings::{LimitsFallback, LimitsUrl, Settings};
 use crate::units::Rate;
@@ -75,8 +79,11 @@ pub(crate) struct Limits {
     /// `None`: the automatic burst of each quota (see `quota::auto_burst`).
     pub burst: Option<NonZeroU32>,
     pub adaptive: bool,
-    /// The longest pause a `Retry-After` imposes on a host (`--max-retry-wait`).
+    /// The longest pause a `Retry-After` or an exhausted budget imposes on a host
+    /// (`--max-retry-wait`).
     pub max_pause: Duration,
+    /// Pace each host from the budget its responses announce (see `pacing`).
+    pub quota_headers: bool,
     /// `--limits`: quotas and pauses shared through Redis.
     pub shared: Option<SharedLimits>,
 }
@@ -91,6 +98,7 @@ impl Limits {
             burst: s.burst,
             adaptive: s.adaptive,
             max_pause: s.retry.max_wait,
+            quota_headers: s.quota_headers,
             shared: s.limits.clone().map(|url| SharedLimits {
                 url,
                 name: s.limits_key.clone(),
@@ -114,6 +122,7 @@ pub(crate) struct Gate {
     /// Copies of two fixed limits, read on every response without taking the lock.
     max_pause: Duration,
     adaptive: bool,
+    quota_headers: bool,
 }
 
 struct Shared {
@@ -147,9 +156,17 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     host: HostKey,
     granted_at: Instant,
+    /// No other request to its host was waiting in the gate when it was admitted.
+    alone: bool,
 }
 
 impl Slot {
+    /// Whether no other request to this host was waiting when this one was admitted: with
+    /// the input read that far ahead, nothing else for the host is known to come.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone
+    }
+
     /// The instant the gate admitted the request: its start, as far as every limit is
     /// concerned (read right after its cells were taken, so never before them).
     pub(crate) fn granted_at(&self) -> Instant {
@@ -219,7 +236,8 @@ impl Gate {
             })
             .collect();
         drop(requests);
-        let (max_pause, adaptive) = (limits.max_pause, limits.adaptive);
+        let (max_pause, adaptive, quota_headers) =
+            (limits.max_pause, limits.adaptive, limits.quota_headers);
         let redis = limits.shared.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -228,6 +246,7 @@ impl Gate {
                 sharing,
                 in_flight: 0,
                 hosts: HashMap::new(),
+                recent: state::Recent::default(),
                 ready: VecDeque::new(),
                 timed: BinaryHeap::new(),
                 last_sweep: Instant::now(),
@@ -243,6 +262,7 @@ impl Gate {
             shared,
             max_pause,
             adaptive,
+            quota_headers,
         })
     }
 
@@ -275,6 +295,8 @@ impl Gate {
                     shared: Arc::clone(&self.shared),
                     host: host.clone(),
                     granted_at,
+                    // It started at once because nothing of its host was waiting.
+                    alone: true,
                 };
                 // The receiver is right here: the send cannot fail.
                 drop(tx.send(slot));
@@ -315,23 +337,30 @@ impl Gate {
     }
 
     /// Tell the gate how the request behind `slot` went: a 429/503 with `Retry-After` pauses
-    /// the host, and with `--adaptive` a 429 cuts the host's rate and a success raises it.
-    /// Returns the host's adaptive rate afterwards (requests per second), when `--adaptive`
-    /// limits it.
+    /// the host, a quota-header `budget` paces it (see `pacing`), and with `--adaptive` a 429
+    /// cuts the host's rate and a success raises it. Returns the host's adaptive rate
+    /// afterwards (requests per second), when `--adaptive` limits it.
     pub(crate) fn feedback(
         &self,
         slot: &Slot,
         status: Option<u16>,
         retry_after: Option<&str>,
+        budget: Option<&Budget>,
     ) -> Option<f64> {
         let now = Instant::now();
+        // The lock is taken only for a budget: responses without quota headers skip it.
+        if self.quota_headers
+            && let Some(budget) = budget
+        {
+            self.learn(slot, budget, now);
+        }
         if let Some(status) = status
             && let Some(until) = pushback::pause_until(status, retry_after, now, self.max_pause)
         {
             tracing::info!(
                 "{} answered {status} with Retry-After {}: pausing the host for {:.1}s",
                 slot.host,
-                retry_after.unwrap_or_default().trim(),
+                crate::redact::bounded(retry_after.unwrap_or_default().trim(), 64),
                 until.duration_since(now).as_secs_f64()
             );
             self.pause(&slot.host, until);
@@ -405,13 +434,71 @@ fn serve_leases(
 }
 
 impl Gate {
-    /// The adaptive rate limiting `host` now (requests per second), with `--adaptive`.
+    /// The host's `budget`, announced by the response to `slot`, sets the host's pace.
+    fn learn(&self, slot: &Slot, budget: &Budget, now: Instant) {
+        let mut st = lock(&self.shared);
+        let h = st.host_mut(&slot.host, now);
+        let limit = budget.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+        let said = format!(
+            "{} remaining{limit}, reset in {}",
+            budget.remaining,
+            crate::units::HumanDuration(budget.reset)
+        );
+        let mut spent_until = None;
+        match h.pace.apply(budget, h.in_flight, now, self.max_pause) {
+            pacing::Change::Same => {}
+            pacing::Change::Paced(rate) => {
+                tracing::info!(
+                    "{}: quota headers say {said}: pacing at {rate:.2}/s",
+                    slot.host
+                );
+            }
+            pacing::Change::Unpaced => {
+                tracing::info!("{}: quota headers say {said}: no longer paced", slot.host);
+            }
+            pacing::Change::Exhausted {
+                until,
+                capped,
+                news,
+            } => {
+                let cap = if capped {
+                    " (capped at --max-retry-wait)"
+                } else {
+                    ""
+                };
+                if news {
+                    tracing::info!(
+                        "{}: quota headers say {said}: pausing the host for {:.1}s{cap}",
+                        slot.host,
+                        until.duration_since(now).as_secs_f64()
+                    );
+                }
+                if h.paused_until.is_none_or(|p| p < until) {
+                    h.paused_until = Some(until);
+                    spent_until = Some(until);
+                }
+            }
+        }
+        // A spent budget holds the host in every process sharing it, as `pause` does.
+        if let (Some(until), Some(sharing)) = (spent_until, &st.sharing) {
+            let key = sharing.pause_key(&slot.host);
+            let _ = sharing.requests.send(Request::Pause { key, until });
+        }
+    }
+
+    /// The pace limiting `host` now (requests per second): the slower of its adaptive rate
+    /// (`--adaptive`) and its quota-header pace (0 while paused for a spent budget).
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
-        if !self.adaptive {
+        if !self.adaptive && !self.quota_headers {
             return None;
         }
         let st = lock(&self.shared);
-        let rate = st.hosts.get(host)?.aimd.as_ref()?.rate()?;
+        let h = st.hosts.get(host)?;
+        let adaptive = h.aimd.as_ref().and_then(|a| a.rate());
+        let rate = [adaptive, h.pace.rate]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)?;
         Some((rate * 1000.0).round() / 1000.0)
     }
 }
@@ -452,6 +539,7 @@ mod tests {
             burst: None,
             adaptive: true,
             max_pause: Duration::from_secs(60),
+            quota_headers: false,
             shared: None,
         }
     }
@@ -468,6 +556,38 @@ mod tests {
         assert!(lock(&gate.shared).hosts.len() > 100);
         tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
         assert_eq!(lock(&gate.shared).hosts.len(), 0);
+    }
+
+    /// With a per-host rate, a host that just started keeps only its quota's TAT (not its
+    /// whole state) until the quota is full again, then nothing; and a host that comes back
+    /// meanwhile still waits its interval: the bound holds across the compaction.
+    #[tokio::test]
+    async fn recently_started_hosts_keep_only_their_schedule() {
+        let mut l = limits();
+        l.adaptive = false;
+        l.per_host_rates = vec!["20/s".parse().unwrap()];
+        let gate = Gate::new(l).unwrap();
+        let keys: Vec<HostKey> = (0..1000u32)
+            .map(|i| HostKey::of(&url::Url::parse(&format!("http://h{i}.test/")).unwrap()))
+            .collect();
+        let mut first = Vec::new();
+        for key in &keys {
+            let slot = gate.admit(key).await;
+            first.push(slot.granted_at());
+        }
+        {
+            let st = lock(&gate.shared);
+            assert_eq!(st.hosts.len(), 0, "idle hosts keep their whole state");
+            assert_eq!(st.recent.len(), keys.len());
+        }
+        // Back again: each waits a full interval (50 ms) after its first start.
+        for (key, at) in keys.iter().zip(&first).take(20) {
+            let slot = gate.admit(key).await;
+            assert!(slot.granted_at() >= *at + Duration::from_millis(50));
+        }
+        tokio::time::sleep(state::SWEEP_EVERY + Duration::from_millis(300)).await;
+        let st = lock(&gate.shared);
+        assert_eq!((st.hosts.len(), st.recent.len()), (0, 0));
     }
 
     /// Waiters of one host queue behind its cap; other hosts pass them.

@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn aimd() {
+    fn a_429_halves_the_rate_once_per_cut_and_successes_raise_it_slowly() {
         let t = Instant::now();
         let later = t + Duration::from_millis(1);
         let mut a = Aimd::new(Some(8.0));

@@ -214,6 +214,14 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
         })
     }
 
+    /// The quota's TAT (`None`: no cell taken yet), for [`Quota::with_clock`] to take up
+    /// again later: read the way `reshape` reads it, so it errs late, never early.
+    pub(super) fn into_tat(self) -> Option<Instant> {
+        let built = self.built;
+        let nanos = self.limiter.into_state_store().0.get();
+        (nanos > 0).then(|| built + Duration::from_nanos(nanos))
+    }
+
     /// The same schedule at another rate: a new governor limiter for `interval` and `burst`
     /// (`None`: the automatic burst for the new interval), whose TAT is this quota's TAT, or
     /// `defer_to` if that is later. (`defer_to = granted + T'`: after a cut, the next start
@@ -289,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_bursts() {
+    fn the_automatic_burst_is_1_below_50_per_s_and_20_ms_of_requests_above() {
         let b = |s: &str| Quota::new(rate(s), None).burst().get();
         assert_eq!(b("1/s"), 1);
         assert_eq!(b("10/s"), 1);
@@ -353,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn fresh_and_full() {
+    fn a_fresh_quota_is_full_and_peeking_takes_nothing() {
         let now = Instant::now();
         let clock = Manual::at(now);
         let mut q = manual("10/s", None, &clock);

@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::lease::{LeaseSpec, Reply, Request};
-use crate::redact::{bounded, mask_secrets};
+use crate::redact::{Redactor, bounded};
 use crate::settings::{LimitsFallback, LimitsUrl};
 
 /// GCRA over `n` cells at once. KEYS[1]: the quota's TAT (µs, Redis time); KEYS[2]: the
@@ -239,4 +239,10 @@ pub(super) async fn serve<S: Send + Sync + 'static>(
             }
         });
     }
+}
+
+/// `message` with the Redis URL's password masked wherever it appears (as written and
+/// percent-decoded): a driver's error may quote the URL.
+fn mask_secrets(message: String, url: &url::Url) -> String {
+    Redactor::default().message(message, &[url])
 }

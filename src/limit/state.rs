@@ -15,8 +15,10 @@ use tokio::sync::oneshot;
 
 use super::host::HostKey;
 use super::lease::{Lease, LeaseId, LeaseSpec, Request};
+use super::pacing::Pace;
 use super::pushback::Aimd;
 use super::quota::Quota;
+use super::timer::COARSE_LATENESS;
 use super::{Limits, Slot};
 use crate::units::Rate;
 
@@ -25,12 +27,9 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle host whose adaptive rate is still cut is remembered (so a host that
 /// answered 429 does not get its full rate back just by being quiet for a second).
 const ADAPTIVE_MEMORY: Duration = Duration::from_secs(600);
-/// Timer wake-ups run this late or so: a wait whose quota cannot absorb that lateness (burst 1)
-/// sleeps until this much before its deadline and spins the rest (see [`wait_until`]).
-pub(super) const SPIN: Duration = Duration::from_millis(2);
-/// ... but only for intervals this long or longer, so spinning costs at most SPIN/interval
-/// (20%) of one core. Faster strict (burst 1) quotas accept the timer's lateness instead.
-const SPIN_MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// When a waiting host may start, and whether that wait must be precise: `Some(interval)` when
+/// the quota that decides it cannot absorb a late wake-up (see `timer`).
+pub(super) type Wake = (Instant, Option<Duration>);
 
 pub(super) struct State {
     pub(super) limits: Limits,
@@ -38,10 +37,17 @@ pub(super) struct State {
     pub(super) in_flight: usize,
     /// Boxed so the table itself stays small when it grows and shrinks with host churn.
     pub(super) hosts: HashMap<HostKey, Box<Host>>,
+    /// Hosts that are idle but whose one per-host quota is not full yet, kept as the hash of
+    /// their key and that quota's TAT (24 bytes, not the ~400 of a host with its key): what a
+    /// per-host rate must remember about a host it saw start recently, and nothing more. A
+    /// hash collision (two hosts in 2^64) would make the second host wait as if it were the
+    /// first, which errs on the polite side. Swept once a second, like `hosts`.
+    pub(super) recent: Recent,
     /// Hosts with waiters that may be able to start now, in round-robin order.
     pub(super) ready: VecDeque<HostKey>,
-    /// Hosts with waiters that must wait for their own quota or pause: (when, spin?, host).
-    pub(super) timed: BinaryHeap<Reverse<(Instant, bool, HostKey)>>,
+    /// Hosts with waiters that must wait for their own quota or pause: (when, strict
+    /// interval, host).
+    pub(super) timed: BinaryHeap<Reverse<(Instant, Option<Duration>, HostKey)>>,
     pub(super) last_sweep: Instant,
     pub(super) closed: bool,
     /// With `--limits`: how per-host quotas and pauses are shared.
@@ -108,18 +114,20 @@ pub(super) enum Limiter {
     Shared(Lease),
 }
 
-/// A quota the gate can peek and take from: a [`Limiter`] or the adaptive quota.
+/// A quota the gate can peek and take from: a [`Limiter`], the adaptive quota or the
+/// quota-header pace.
 pub(super) trait Cells {
-    /// `Err((when, precise))`: not before `when`, and whether that wait must be precise.
-    fn peek_at(&self, now: Instant) -> Result<(), (Instant, bool)>;
+    /// `Err((when, strict))`: not before `when`, and whether that wait must be precise (see
+    /// [`Wake`]).
+    fn peek_at(&self, now: Instant) -> Result<(), Wake>;
     fn take_at(&mut self, now: Instant) -> Result<(), Instant>;
 }
 
 impl Cells for Quota {
-    fn peek_at(&self, _now: Instant) -> Result<(), (Instant, bool)> {
+    fn peek_at(&self, _now: Instant) -> Result<(), Wake> {
         self.peek().map_err(|w| {
-            let precise = w.tolerance() < SPIN && w.quota.replenish_interval() >= SPIN_MIN_INTERVAL;
-            (w.until, precise)
+            let strict = (w.tolerance() < COARSE_LATENESS).then(|| w.quota.replenish_interval());
+            (w.until, strict)
         })
     }
 
@@ -129,10 +137,11 @@ impl Cells for Quota {
 }
 
 impl Cells for Limiter {
-    fn peek_at(&self, now: Instant) -> Result<(), (Instant, bool)> {
+    fn peek_at(&self, now: Instant) -> Result<(), Wake> {
         match self {
             Limiter::Local(q) => q.peek_at(now),
-            Limiter::Shared(l) => l.peek(now).map_err(|at| (at, false)),
+            // Leased cells are granted as they arrive; a lease's wait is never strict.
+            Limiter::Shared(l) => l.peek(now).map_err(|at| (at, None)),
         }
     }
 
@@ -153,11 +162,39 @@ impl Limiter {
     }
 }
 
+/// See [`State::recent`].
+#[derive(Default)]
+pub(super) struct Recent {
+    tats: HashMap<u64, Instant>,
+    hasher: std::hash::RandomState,
+}
+
+impl Recent {
+    fn hash(&self, key: &HostKey) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    /// Keep only what a quota still needs (a TAT in the future: the bucket is not full).
+    fn sweep(&mut self, now: Instant) {
+        self.tats.retain(|_, tat| *tat > now);
+        if self.tats.capacity() > 4 * self.tats.len() + 64 {
+            self.tats.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.tats.len()
+    }
+}
+
 pub(super) struct Host {
     pub(super) quotas: Vec<Limiter>,
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     pub(super) aimd: Option<Aimd>,
     pub(super) adaptive_quota: Option<Quota>,
+    /// Quota headers: the pace the host's latest budget allows (see `pacing`).
+    pub(super) pace: Pace,
     pub(super) in_flight: usize,
     pub(super) paused_until: Option<Instant>,
     pub(super) waiters: VecDeque<oneshot::Sender<Slot>>,
@@ -175,7 +212,26 @@ impl Host {
             && !self.queued
             && self.paused_until.is_none_or(|p| p <= now)
             && self.quotas.iter().all(Limiter::is_full)
-            && self.adaptive_quota.iter().all(Quota::is_full)
+            && self
+                .adaptive_quota
+                .iter()
+                .chain(&self.pace.quota)
+                .all(Quota::is_full)
+    }
+}
+
+impl Host {
+    /// Idle apart from one per-host quota that is not full yet (no pause, no adaptive state,
+    /// no second quota): all it has to remember is that quota's TAT.
+    fn only_a_quota_to_remember(&self, now: Instant) -> bool {
+        self.waiters.is_empty()
+            && self.in_flight == 0
+            && !self.queued
+            && self.paused_until.is_none_or(|p| p <= now)
+            && self.aimd.is_none()
+            && self.adaptive_quota.is_none()
+            // A shared quota's leased cells stay with the host (see `lease`).
+            && matches!(self.quotas.as_slice(), [Limiter::Local(_)])
     }
 }
 
@@ -183,12 +239,15 @@ pub(super) struct Grant {
     pub(super) tx: oneshot::Sender<Slot>,
     pub(super) host: HostKey,
     pub(super) granted_at: Instant,
+    /// No other waiter of the host is left behind it.
+    pub(super) alone: bool,
 }
 
 impl State {
     pub(super) fn host_mut(&mut self, key: &HostKey, now: Instant) -> &mut Host {
         host_entry(
             &mut self.hosts,
+            &mut self.recent,
             &self.limits,
             self.sharing.as_ref(),
             key,
@@ -211,6 +270,18 @@ impl State {
             // Forget it at once when nothing would be lost (no per-host quota, or full
             // again): most hosts of a long list of distinct hosts leave here, not in a sweep.
             self.hosts.remove(key);
+        } else if h.only_a_quota_to_remember(now) {
+            // A host with a per-host rate that just started: keep only its quota's TAT.
+            if let Some(h) = self.hosts.remove(key) {
+                let hash = self.recent.hash(key);
+                let tat = match h.quotas.into_iter().next() {
+                    Some(Limiter::Local(q)) => q.into_tat(),
+                    _ => None,
+                };
+                if let Some(tat) = tat {
+                    self.recent.tats.insert(hash, tat);
+                }
+            }
         }
     }
 
@@ -220,7 +291,7 @@ impl State {
     pub(super) fn start_at_once(&mut self, key: &HostKey, now: Instant) -> Option<Instant> {
         if !self.ready.is_empty()
             || self.in_flight >= self.limits.concurrency.get()
-            || not_ready(cells(&self.global, None), now).is_some()
+            || not_ready(cells(&self.global, []), now).is_some()
         {
             return None;
         }
@@ -228,6 +299,7 @@ impl State {
         // Not `host_mut`: the global quotas are taken below while `h` is held.
         let h = host_entry(
             &mut self.hosts,
+            &mut self.recent,
             &self.limits,
             self.sharing.as_ref(),
             key,
@@ -237,11 +309,22 @@ impl State {
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
             && cap.is_none_or(|c| h.in_flight < c.get())
-            && not_ready(cells(&h.quotas, h.adaptive_quota.as_ref()), now).is_none();
+            && not_ready(
+                cells(
+                    &h.quotas,
+                    [h.adaptive_quota.as_ref(), h.pace.quota.as_ref()],
+                ),
+                now,
+            )
+            .is_none();
         if !free {
             return None;
         }
-        let quotas = cells_mut(&mut self.global, &mut h.quotas, h.adaptive_quota.as_mut());
+        let quotas = cells_mut(
+            &mut self.global,
+            &mut h.quotas,
+            [h.adaptive_quota.as_mut(), h.pace.quota.as_mut()],
+        );
         if take_all(quotas, now).is_err() {
             // Then it waits in the queue like any other request.
             return None;
@@ -255,11 +338,7 @@ impl State {
 
     /// Start everything that may start at `now`; return when to look again (and whether that
     /// wait must be precise), or `None` to wait for a waiter or a slot.
-    pub(super) fn step(
-        &mut self,
-        now: Instant,
-        grants: &mut Vec<Grant>,
-    ) -> Option<(Instant, bool)> {
+    pub(super) fn step(&mut self, now: Instant, grants: &mut Vec<Grant>) -> Option<Wake> {
         while let Some(Reverse((at, _, _))) = self.timed.peek() {
             if *at > now {
                 break;
@@ -273,7 +352,7 @@ impl State {
             if self.in_flight >= self.limits.concurrency.get() {
                 break;
             }
-            if let Some(wait) = not_ready(cells(&self.global, None), now) {
+            if let Some(wait) = not_ready(cells(&self.global, []), now) {
                 global_wait = Some(wait);
                 break;
             }
@@ -284,7 +363,8 @@ impl State {
         }
         let timed = self.timed.peek().map(|Reverse((at, p, _))| (*at, *p));
         // Idle hosts are swept even when nothing else would wake the driver.
-        let sweep = (!self.hosts.is_empty()).then(|| (self.last_sweep + SWEEP_EVERY, false));
+        let remembering = !self.hosts.is_empty() || !self.recent.tats.is_empty();
+        let sweep = remembering.then(|| (self.last_sweep + SWEEP_EVERY, None));
         [global_wait, timed, sweep]
             .into_iter()
             .flatten()
@@ -309,7 +389,7 @@ impl State {
         if let Some(until) = h.paused_until {
             if until > now {
                 h.queued = true;
-                self.timed.push(Reverse((until, false, key)));
+                self.timed.push(Reverse((until, None, key)));
                 return;
             }
             h.paused_until = None;
@@ -322,16 +402,26 @@ impl State {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
-        if let Some((at, precise)) = not_ready(cells(&h.quotas, h.adaptive_quota.as_ref()), now) {
+        if let Some((at, precise)) = not_ready(
+            cells(
+                &h.quotas,
+                [h.adaptive_quota.as_ref(), h.pace.quota.as_ref()],
+            ),
+            now,
+        ) {
             h.queued = true;
             self.timed.push(Reverse((at, precise, key)));
             return;
         }
         // Everything accepts: take every cell, at once.
-        let quotas = cells_mut(&mut self.global, &mut h.quotas, h.adaptive_quota.as_mut());
+        let quotas = cells_mut(
+            &mut self.global,
+            &mut h.quotas,
+            [h.adaptive_quota.as_mut(), h.pace.quota.as_mut()],
+        );
         if let Err(at) = take_all(quotas, now) {
             h.queued = true;
-            self.timed.push(Reverse((at, false, key)));
+            self.timed.push(Reverse((at, None, key)));
             return;
         }
         let granted_at = Instant::now();
@@ -343,6 +433,7 @@ impl State {
                 tx,
                 host: key.clone(),
                 granted_at,
+                alone: h.waiters.is_empty(),
             });
         }
         if !h.waiters.is_empty() {
@@ -380,26 +471,39 @@ impl State {
         if self.hosts.len() < before && self.hosts.capacity() > 4 * self.hosts.len() + 64 {
             self.hosts.shrink_to_fit();
         }
+        self.recent.sweep(now);
         self.last_sweep = now;
     }
 }
 
-/// `key`'s state, made fresh if the host is new (or was forgotten). With `--limits`, its
-/// quotas are leases of shared quotas (or, with no per-host rate, a lease that only watches for
-/// a pause another process set).
+/// `key`'s state, made fresh if the host is new (or was forgotten), with the TAT of its
+/// per-host quota if it was kept in `recent`. With `--limits`, its quotas are leases of shared
+/// quotas (or, with no per-host rate, a lease that only watches for a pause another process
+/// set); such a host is never kept in `recent` (its leased cells stay with it).
 pub(super) fn host_entry<'a>(
     hosts: &'a mut HashMap<HostKey, Box<Host>>,
+    recent: &mut Recent,
     limits: &Limits,
     sharing: Option<&Sharing>,
     key: &HostKey,
     now: Instant,
 ) -> &'a mut Host {
     hosts.entry(key.clone()).or_insert_with(|| {
+        let tat = if recent.tats.is_empty() {
+            None
+        } else {
+            recent.tats.remove(&recent.hash(key))
+        };
         let quotas = match sharing {
             None => limits
                 .per_host_rates
                 .iter()
-                .map(|r| Limiter::Local(Quota::new(*r, limits.burst)))
+                .map(|r| {
+                    Limiter::Local(match tat {
+                        Some(tat) => Quota::scheduled(r.interval(), limits.burst, Some(tat)),
+                        None => Quota::new(*r, limits.burst),
+                    })
+                })
                 .collect(),
             Some(sharing) if limits.per_host_rates.is_empty() => {
                 let spec = LeaseSpec::pause_watch(sharing.pause_key(key));
@@ -425,6 +529,7 @@ pub(super) fn host_entry<'a>(
                 .adaptive
                 .then(|| Aimd::new(limits.adaptive_ceiling())),
             adaptive_quota: None,
+            pace: Pace::default(),
             in_flight: 0,
             paused_until: None,
             waiters: VecDeque::new(),
@@ -434,33 +539,31 @@ pub(super) fn host_entry<'a>(
     })
 }
 
-/// The quotas of `limiters` and the adaptive one, as [`Cells`].
+/// The quotas of `limiters` and the host's own (adaptive, quota-header pace), as [`Cells`].
 fn cells<'a>(
     limiters: &'a [Limiter],
-    adaptive: Option<&'a Quota>,
+    own: impl IntoIterator<Item = Option<&'a Quota>>,
 ) -> impl Iterator<Item = &'a dyn Cells> {
     let limiters = limiters.iter().map(|l| l as &dyn Cells);
-    limiters.chain(adaptive.map(|q| q as &dyn Cells))
+    limiters.chain(own.into_iter().flatten().map(|q| q as &dyn Cells))
 }
 
-/// The global quotas, the host's and its adaptive one, to take a cell from each.
+/// The global quotas, the host's and its own (adaptive, pace), to take a cell from each.
 fn cells_mut<'a>(
     global: &'a mut [Limiter],
     host: &'a mut [Limiter],
-    adaptive: Option<&'a mut Quota>,
+    own: impl IntoIterator<Item = Option<&'a mut Quota>>,
 ) -> impl Iterator<Item = &'a mut dyn Cells> {
     let limiters = global.iter_mut().chain(host).map(|l| l as &mut dyn Cells);
-    limiters.chain(adaptive.map(|q| q as &mut dyn Cells))
+    limiters.chain(own.into_iter().flatten().map(|q| q as &mut dyn Cells))
 }
 
 /// When every quota in `quotas` accepts now (each is peeked): `None`; otherwise the first
 /// instant they all would (the latest of their ready times), and whether waiting for it must
-/// be precise (the quota that decides it has no tolerance for a late wake-up).
-fn not_ready<'a>(
-    quotas: impl Iterator<Item = &'a dyn Cells>,
-    now: Instant,
-) -> Option<(Instant, bool)> {
-    let mut wait: Option<(Instant, bool)> = None;
+/// be precise: the interval of the quota that decides it, when that quota's tolerance is
+/// smaller than tokio's timer lateness (burst 1, or any burst at a slow enough rate).
+fn not_ready<'a>(quotas: impl Iterator<Item = &'a dyn Cells>, now: Instant) -> Option<Wake> {
+    let mut wait: Option<Wake> = None;
     for q in quotas {
         let Err((until, precise)) = q.peek_at(now) else {
             continue;

@@ -6,18 +6,25 @@
 //! `Retry-After` past `--max-retry-wait`, a stop, or the grace running out) yields the last
 //! outcome, and [`Job::finish`] turns that into the record.
 
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::Method;
+use reqwest::header::{HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use tokio::sync::mpsc;
+use url::Url;
 
 use super::Context;
+use super::filtered::{self, Filtered};
 use crate::fetch::{self, Outcome};
 use crate::limit::{HostKey, Slot};
-use crate::record::{ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError, encode_body};
-use crate::redact::display_url;
+use crate::record::{
+    BodyEncoding, BodyMode, ErrorKind, MAX_PREVIOUS, PreviousError, Record, RecordError,
+    encode_body,
+};
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
-use crate::save;
+use crate::state::{Key, State, Stored, body_hash};
 use crate::units::HumanDuration;
 
 /// A request that will get a record: what the record says about the line.
@@ -26,6 +33,62 @@ pub(super) struct Job {
     pub(super) line: u64,
     pub(super) request: Request,
     pub(super) host: HostKey,
+    /// When polling: the round, and what the state holds for this request.
+    pub(super) polled: Option<Polled>,
+}
+
+/// A polling job's round and stored outcome.
+pub(super) struct Polled {
+    pub(super) round: u64,
+    pub(super) key: Key,
+    pub(super) stored: Option<Stored>,
+}
+
+impl Polled {
+    /// Give `record` its polling fields (round, at, changed, not_modified) and remember its
+    /// outcome in the state. `fresh`: the outcome as the state keeps it (validators and body
+    /// hash included); `None` for a line that never became a request. A `cancelled` record
+    /// says nothing about the resource: it is not stored, and not a change.
+    pub(super) async fn mark(
+        self,
+        state: &State,
+        record: &mut Record,
+        fresh: Option<Stored>,
+        started: SystemTime,
+    ) {
+        let at = humantime::format_rfc3339_millis(started).to_string();
+        let not_modified = record.ok && record.status == Some(304);
+        let mut fresh = fresh.unwrap_or_else(|| Stored {
+            status: record.status,
+            ok: record.ok,
+            error_kind: record.error.as_ref().map(|e| e.kind.as_str().to_owned()),
+            ..Stored::default()
+        });
+        let changed = match &self.stored {
+            None => true,
+            Some(_) if not_modified => false,
+            Some(before) => fresh.differs_from(before),
+        };
+        if not_modified && let Some(before) = self.stored {
+            // Not modified: the stored outcome stands; new validators, if sent, replace it.
+            fresh = Stored {
+                etag: fresh.etag.or(before.etag),
+                last_modified: fresh.last_modified.or(before.last_modified),
+                ..before
+            };
+        }
+        let cancelled = record
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Cancelled);
+        record.round = Some(self.round);
+        record.changed = Some(changed && !cancelled);
+        record.not_modified = Some(not_modified);
+        if !cancelled {
+            state.put(self.key, fresh, changed, at.clone()).await;
+        }
+        record.at = Some(at);
+    }
 }
 
 /// What the attempts so far add up to.
@@ -38,19 +101,138 @@ struct Attempts {
 }
 
 impl Job {
-    /// Run the admitted job to its record and hand that to the output. The slot is held until
-    /// the record is handed over, so a slow reader slows the fetching.
-    pub(super) async fn run(self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
-        let mut tally = Attempts {
-            first_start: slot.granted_at(),
-            count: 0,
-            previous: Vec::new(),
+    /// Run the admitted job to its record (one per page, with pagination) and hand each to
+    /// the output. The slot is held until the record is handed over, so a slow reader slows
+    /// the fetching.
+    ///
+    /// Pages of the line go one after another: after a page's record, the next page queues
+    /// again at the front of its host's queue (as a retry does), past every cap, quota and
+    /// pause. The line ends at its last page, at a page that failed, at `--max-pages`, or at a
+    /// page loop (a URL the line fetched already), which gets a record of its own.
+    pub(super) async fn run(mut self, ctx: &Context, slot: Slot, records: &mpsc::Sender<Record>) {
+        let conditional = self.add_validators(ctx);
+        let paging = ctx.settings.paging_for(&self.request);
+        let paged = paging.active();
+        // Only a paginated line keeps its URLs (an unpaginated one allocates nothing here).
+        let original = paged.then(|| self.request.url.clone());
+        let mut seen: HashSet<Url> = original.iter().cloned().collect();
+        let mut slot = slot;
+        let mut page = 0u32;
+        loop {
+            let mut tally = Attempts {
+                first_start: slot.granted_at(),
+                count: 0,
+                previous: Vec::new(),
+            };
+            let (outcome, held) = self.attempt_until_done(ctx, slot, &mut tally).await;
+            let next = match (&original, &outcome.error) {
+                (Some(original), None) => paging.next_url(
+                    original,
+                    &self.request.url,
+                    outcome.link.as_deref(),
+                    outcome.body.as_deref(),
+                ),
+                _ => Ok(None),
+            };
+            let mut record = self.finish(ctx, outcome, tally).await;
+            let next = match next {
+                Ok(next) => next,
+                Err(why) => {
+                    if record.error.is_none() {
+                        record.ok = false;
+                        record.error = Some(RecordError::new(ErrorKind::Filter, why));
+                    }
+                    None
+                }
+            };
+            let next = next.filter(|_| {
+                let more = page + 1 < paging.max_pages.get();
+                if !more {
+                    tracing::info!(
+                        "line {}: stopped at --max-pages {} with a next page left",
+                        self.line,
+                        paging.max_pages
+                    );
+                }
+                more
+            });
+            if paged {
+                record.page = Some(page);
+            }
+            record.more_pages = next.is_some();
+            // A send error means the reader is gone; the record has nowhere to go.
+            let gone = records.send(record).await.is_err();
+            drop(held);
+            let Some(next) = next else { return };
+            if gone {
+                return;
+            }
+            page += 1;
+            if !seen.insert(next.clone()) {
+                let _ = records.send(self.page_loop(ctx, &next, page)).await;
+                return;
+            }
+            if conditional {
+                // The stored validators are the line's first URL's, not the next page's.
+                self.request.headers.remove(IF_NONE_MATCH);
+                self.request.headers.remove(IF_MODIFIED_SINCE);
+            }
+            self.host = HostKey::of(&next);
+            self.request.url = next;
+            slot = tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => return,
+                slot = ctx.gate.admit_retry(&self.host) => slot,
+            };
+        }
+    }
+
+    /// The record of a page whose URL the line fetched already (nothing is fetched).
+    fn page_loop(&self, ctx: &Context, url: &Url, page: u32) -> Record {
+        let mut record = Record::input_error(
+            self.seq,
+            self.line,
+            ctx.redactor.url(url),
+            ErrorKind::PageLoop,
+            format!("page {page} would fetch a URL this line fetched already (a page loop)"),
+        );
+        record.id = self.request.id.clone();
+        record.page = Some(page);
+        record.shard = ctx.settings.shard.map(|s| s.index());
+        record
+    }
+
+    /// With state, a GET or HEAD asks only for a changed response: `If-None-Match` and
+    /// `If-Modified-Since` from the stored validators, unless the user set either header or
+    /// `--no-conditional`. Returns whether it added any.
+    fn add_validators(&mut self, ctx: &Context) -> bool {
+        let Some(Polled {
+            stored: Some(stored),
+            ..
+        }) = &self.polled
+        else {
+            return false;
         };
-        let (outcome, slot) = self.attempt_until_done(ctx, slot, &mut tally).await;
-        let record = self.finish(ctx, outcome, tally).await;
-        // A send error means the reader is gone; the record has nowhere to go.
-        let _ = records.send(record).await;
-        drop(slot);
+        let method = self.request.method();
+        let headers = &mut self.request.headers;
+        if !ctx.settings.conditional
+            || !matches!(method, Method::GET | Method::HEAD)
+            || headers.contains_key(IF_NONE_MATCH)
+            || headers.contains_key(IF_MODIFIED_SINCE)
+        {
+            return false;
+        }
+        let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let mut added = false;
+        if let Some(etag) = value(&stored.etag) {
+            headers.insert(IF_NONE_MATCH, etag);
+            added = true;
+        }
+        if let Some(date) = value(&stored.last_modified) {
+            headers.insert(IF_MODIFIED_SINCE, date);
+            added = true;
+        }
+        added
     }
 
     /// Attempt until an outcome is final. Returns it with the slot still held, if any (none
@@ -65,15 +247,21 @@ impl Job {
         let method = self.request.method();
         loop {
             tally.count += 1;
+            let last = slot.as_ref().is_some_and(|s| ctx.last_for_host(s));
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
-                outcome = fetch::attempt(&ctx.client, &ctx.settings, &self.request) => outcome,
+                outcome = fetch::attempt(&ctx.client, &ctx.settings, &ctx.redactor, &self.request, last) => outcome,
             };
             if let Some(slot) = &slot {
-                // Retry-After pauses the host; --adaptive adjusts its rate.
-                ctx.gate
-                    .feedback(slot, outcome.status, outcome.retry_after.as_deref());
+                // Retry-After pauses the host, quota headers pace it; --adaptive adjusts its
+                // rate.
+                ctx.gate.feedback(
+                    slot,
+                    outcome.status,
+                    outcome.retry_after.as_deref(),
+                    outcome.budget.as_ref(),
+                );
             }
             let Some(error) = &outcome.error else {
                 return (outcome, slot);
@@ -99,7 +287,7 @@ impl Job {
             };
             tracing::debug!(
                 "{} attempt {} failed ({}); retrying in {}",
-                display_url(&self.request.url),
+                ctx.redactor.url(&self.request.url),
                 tally.count,
                 error.kind.as_str(),
                 HumanDuration(wait)
@@ -131,13 +319,21 @@ impl Job {
 
     /// The record for the last outcome, with the earlier attempts' errors attached (and, with
     /// `--save-dir`, its body written to a file).
-    async fn finish(&self, ctx: &Context, mut outcome: Outcome, tally: Attempts) -> Record {
+    async fn finish(&mut self, ctx: &Context, mut outcome: Outcome, tally: Attempts) -> Record {
+        let fresh = self.polled.as_ref().map(|_| Stored {
+            etag: outcome.etag.take(),
+            last_modified: outcome.last_modified.take(),
+            body_sha256: outcome.body.as_deref().map(body_hash),
+            status: outcome.status,
+            ok: outcome.error.is_none(),
+            error_kind: outcome.error.as_ref().map(|e| e.kind.as_str().to_owned()),
+        });
         if let Some(e) = &mut outcome.error {
             e.previous = tally.previous;
         }
         let mut saved = None;
-        if let (Some(dir), Some(body)) = (&ctx.settings.save_dir, &outcome.body) {
-            match save::write(dir, self.seq, self.request.id.as_ref(), body).await {
+        if let (Some(dir), Some(body)) = (&ctx.save_dir, &outcome.body) {
+            match dir.write(self.seq, self.request.id.as_ref(), body).await {
                 Ok(s) => saved = Some(s),
                 // A body we could not keep fails the record even when the response was fine:
                 // the user asked for the file.
@@ -148,15 +344,38 @@ impl Job {
                 }
             }
         }
-        let body = outcome
-            .body
-            .as_deref()
-            .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b));
-        let (body, body_encoding) = body.unzip();
-        Record {
+        // A polling record of a 304 has no body: there is none, and "" would read as one; nor
+        // does a filter run on it.
+        let not_modified = self.polled.is_some() && outcome.status == Some(304);
+        let mut filtered = Filtered::default();
+        if outcome.error.is_none()
+            && !not_modified
+            && filtered::any(&ctx.settings)
+            && let Some(b) = &outcome.body
+        {
+            filtered = filtered::run(&ctx.settings, b);
+            outcome.error = filtered.error.take();
+        }
+        let (body, body_encoding, body_note) = match filtered.body {
+            // --body-filter's output is JSON whatever the response was (--body none still
+            // leaves it out).
+            Some(v) if ctx.settings.body != BodyMode::None => {
+                (Some(v), Some(BodyEncoding::Json), None)
+            }
+            _ => match outcome
+                .body
+                .as_deref()
+                .filter(|_| !not_modified)
+                .and_then(|b| encode_body(ctx.settings.body, outcome.content_type.as_deref(), b))
+            {
+                Some(b) => (Some(b.value), Some(b.encoding), b.note),
+                None => (None, None, None),
+            },
+        };
+        let mut record = Record {
             seq: self.seq,
             line: self.line,
-            url: display_url(&self.request.url),
+            url: ctx.redactor.url(&self.request.url),
             ok: outcome.error.is_none(),
             status: outcome.status,
             started_ms: Some(millis(
@@ -167,14 +386,29 @@ impl Job {
             content_type: outcome.content_type,
             body,
             body_encoding,
+            body_note,
             error: outcome.error,
             attempts: Some(tally.count),
             id: self.request.id.clone(),
             headers: outcome.headers,
             saved,
             host_rate: ctx.gate.host_rate(&self.host),
+            round: None,
+            at: None,
+            changed: None,
+            not_modified: None,
+            extract: filtered.extract,
+            page: None,
             shard: ctx.settings.shard.map(|s| s.index()),
+            more_pages: false,
+        };
+        if let (Some(polled), Some(state)) = (self.polled.take(), &ctx.state) {
+            let started = SystemTime::now()
+                .checked_sub(tally.first_start.elapsed())
+                .unwrap_or_else(SystemTime::now);
+            polled.mark(state, &mut record, fresh, started).await;
         }
+        record
     }
 }
 

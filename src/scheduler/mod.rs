@@ -16,28 +16,32 @@
 //! its slot back, sleeps the backoff, and passes the gate again (slots and rate quotas), so a
 //! retry is paced like any other request and a sleeping retry never blocks a slot.
 //!
-//! Stopping (see `shutdown`): when `stop` fires, no new job starts (jobs already read but not
+//! Stopping (the binary's `cli/signals.rs` cancels `stop`): when `stop` fires, no new job starts (jobs already read but not
 //! started get no record), a task waiting to retry ends with its last error, and requests in
 //! flight run on until `hard` fires (`--grace` later), which cancels them with a `cancelled`
 //! record. This module does not decide whether to retry (that is `retry`), nor how one attempt
 //! goes (that is `fetch`).
 
+mod filtered;
 mod job;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use self::job::Job;
+use self::job::{Job, Polled};
 use crate::input::Line;
-use crate::limit::{Gate, HostKey};
+use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
+use crate::redact::Redactor;
 use crate::reorder::{Order, Place};
 use crate::resume::Done;
+use crate::save::SaveDir;
 use crate::settings::Settings;
+use crate::state::{Key, State};
 
 /// Requests alive at once (in flight, or waiting to retry) per in-flight slot. Tasks that wait
 /// to retry hold no slot, so without this bound a server answering 429 to everything would
@@ -57,6 +61,10 @@ pub(crate) fn alive_bound(settings: &Settings) -> usize {
 pub(crate) struct Context {
     pub client: reqwest::Client,
     pub settings: Settings,
+    /// How URLs and messages are shown (`settings.mask_params`).
+    pub redactor: Arc<Redactor>,
+    /// `--save-dir`, with the names this run has used.
+    pub save_dir: Option<SaveDir>,
     pub gate: Gate,
     pub start: Instant,
     /// Lines an earlier run already fetched (`--resume`).
@@ -67,10 +75,21 @@ pub(crate) struct Context {
     pub hard: CancellationToken,
     /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
     pub alive: Arc<Semaphore>,
+    /// The dispatcher has read the whole input.
+    pub input_done: AtomicBool,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
     /// Lines left without a record: already done (`--resume`) or another shard's.
     pub skipped: Skipped,
+    /// When polling: the outcomes of earlier rounds and runs.
+    pub state: Option<State>,
+}
+
+/// The round a dispatcher runs. Every task of the round holds a clone of `guard`: when the
+/// round's receiver of it reports closed, the round's last record has been handed over.
+pub(crate) struct Round {
+    pub index: u64,
+    pub guard: mpsc::Sender<()>,
 }
 
 /// Lines a run leaves without a record, counted as the dispatcher passes them: those an
@@ -101,17 +120,19 @@ impl Skipped {
 ///
 /// With `order` (`--ordered`), every job that will get a record takes a place in the reorder
 /// window before it may start (and before the gate, so waiting for the window never holds an
-/// in-flight slot); see `reorder`.
+/// in-flight slot); see `reorder`. The order is handed back for the next round.
 pub(crate) async fn dispatch(
     ctx: Arc<Context>,
     mut lines: mpsc::Receiver<Line>,
     records: mpsc::Sender<Record>,
     order: Option<Order>,
-) {
+    round: Round,
+) -> Option<Order> {
     let dispatcher = Dispatcher {
         ctx,
         records,
         order,
+        round,
     };
     loop {
         let line = tokio::select! {
@@ -143,6 +164,7 @@ pub(crate) async fn dispatch(
             Step::Stop => break,
         }
     }
+    dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
         tracing::info!(
@@ -158,6 +180,18 @@ pub(crate) async fn dispatch(
             skipped.other_shards()
         );
     }
+    dispatcher.order
+}
+
+impl Context {
+    /// Whether a request just admitted with `slot` is the last one to its host as far as
+    /// anyone can know: nothing of its host waits in the gate, and the dispatcher has read
+    /// the whole input or as far ahead as the lookahead lets it (so every request it will
+    /// hold for a while is in the gate). Its connection is then not kept for reuse.
+    pub(crate) fn last_for_host(&self, slot: &Slot) -> bool {
+        slot.alone()
+            && (self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0)
+    }
 }
 
 /// What the dispatcher does with each line.
@@ -165,6 +199,7 @@ struct Dispatcher {
     ctx: Arc<Context>,
     records: mpsc::Sender<Record>,
     order: Option<Order>,
+    round: Round,
 }
 
 /// How handling one line ended.
@@ -219,8 +254,20 @@ impl Dispatcher {
                 if let Some(place) = place {
                     place.send(line.seq);
                 }
+                let key = self.ctx.state.as_ref().map(|_| Key::of_invalid(&bad.text));
                 let mut record = bad.into_record(line.seq, line.line);
                 record.shard = self.ctx.settings.shard.map(|s| s.index());
+                if let (Some(state), Some(key)) = (&self.ctx.state, key) {
+                    let stored = state.lookup(key).await.stored().await;
+                    let polled = Polled {
+                        round: self.round.index,
+                        key,
+                        stored,
+                    };
+                    polled
+                        .mark(state, &mut record, None, std::time::SystemTime::now())
+                        .await;
+                }
                 return match self.records.send(record).await {
                     Ok(()) => Step::Next,
                     Err(_) => Step::Stop,
@@ -242,6 +289,7 @@ impl Dispatcher {
             line: line.line,
             request,
             host,
+            polled: None,
         };
         self.start(job, place, alive);
         Step::Next
@@ -258,7 +306,18 @@ impl Dispatcher {
         }
         let ctx = Arc::clone(&self.ctx);
         let records = self.records.clone();
+        let round = self.round.index;
+        let guard = self.round.guard.clone();
+        let mut job = job;
         tokio::spawn(async move {
+            // Asked now, answered while the job waits for its turn.
+            let lookup = match &ctx.state {
+                Some(state) => {
+                    let key = Key::of(&job.request);
+                    Some((key, state.lookup(key).await))
+                }
+                None => None,
+            };
             // Not started when the run stops: no record, like a line not read yet.
             let slot = tokio::select! {
                 biased;
@@ -266,10 +325,18 @@ impl Dispatcher {
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
+            if let Some((key, pending)) = lookup {
+                job.polled = Some(Polled {
+                    round,
+                    key,
+                    stored: pending.stored().await,
+                });
+            }
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;
             drop(alive);
+            drop(guard);
         });
     }
 }

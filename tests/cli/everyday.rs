@@ -175,7 +175,10 @@ fn spec_lines_mix_with_url_lines() {
         "other -H stay"
     );
     assert_eq!(sent["headers"]["content-type"][0], "application/json");
-    assert_eq!(sent["body"], r#"{"k":[1]}"#);
+    assert_eq!(
+        sent["body"], r#"{"k": [1]}"#,
+        "the JSON as written in the line"
+    );
 
     assert_eq!(
         (kind(&recs[2]), recs[2]["line"].as_u64()),
@@ -250,7 +253,8 @@ fn save_dir_writes_bodies_with_their_hash() {
                 .into_owned()
         })
         .collect();
-    assert_eq!(names, ["0", "1", "user_7"]);
+    // An id is escaped one-to-one (`/` is `%2F`), so `user/7` and `user_7` never collide.
+    assert_eq!(names, ["0", "1", "user%2F7"]);
     assert_eq!(
         std::fs::read_to_string(out_dir.join("0")).unwrap(),
         "héllo wörld"

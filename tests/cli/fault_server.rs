@@ -21,6 +21,9 @@ pub struct FaultServer {
 impl FaultServer {
     /// Start on a runtime of its own thread (the tests run the binary, blocking).
     pub fn start() -> FaultServer {
+        // Built here, before any request: built lazily, on the first `/bomb` request, it held
+        // up a server thread (and the requests on it) past a 300 ms --read-timeout.
+        gzip_bomb();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -86,3 +86,30 @@ async fn a_cancelled_token_stops_the_run() {
     assert_eq!(kinds, [Some(fetchall::ErrorKind::Cancelled); 2]);
     assert_eq!(server.requests(), 2);
 }
+
+/// `fetchall::run` writes one JSON line per input line to any `Write`, and its tally counts
+/// them.
+#[tokio::test]
+async fn run_writes_one_json_line_per_input_line_to_any_writer() {
+    let server = Server::start().await;
+    let input = format!(
+        "{}\n# a comment\n{}\nnot a url\n",
+        server.url("/ok"),
+        server.url("/status/404")
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let sink = file.reopen().unwrap();
+    let tally = fetchall::run(
+        fetchall::Settings::default(),
+        Box::pin(std::io::Cursor::new(input)),
+        sink,
+    )
+    .await
+    .unwrap();
+    assert_eq!((tally.ok, tally.failed, tally.reader_gone), (1, 2, false));
+    let written = std::fs::read(file.path()).unwrap();
+    let records = crate::support::records(&written);
+    let mut kinds: Vec<&str> = records.iter().map(crate::support::kind).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["", "http_status", "invalid_url"]);
+}

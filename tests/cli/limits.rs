@@ -71,6 +71,58 @@ fn rate_bound_holds_in_every_window() {
     assert!(wall.as_secs_f64() >= least);
 }
 
+/// Strict pacing: with `--burst 1`, no window of W seconds holds more than 1 + R*W starts, at
+/// slow and fast rates alike (the fast ones are where a late timer used to be made up by
+/// starting two at once, or not at all). Counts only: how close the mean comes to R is the
+/// benchmark's business (bench/rate.sh).
+#[test]
+fn strict_pacing_bound_holds_at_every_rate() {
+    for (rate, n) in [(50.0, 16usize), (500.0, 120), (2000.0, 500)] {
+        let server = Server::start_in_background();
+        let input: String = (0..n)
+            .map(|i| server.url(&format!("/item/{i}")) + "\n")
+            .collect();
+        let rate_arg = format!("{rate}/s");
+        let out = run(
+            &[
+                "-c", "16", "--rate", &rate_arg, "--burst", "1", "--body", "none",
+            ],
+            &input,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let recs = records(&out.stdout);
+        assert_eq!(recs.len(), n);
+        let mut starts: Vec<f64> = recs
+            .iter()
+            .map(|r| r["started_ms"].as_f64().unwrap() / 1000.0)
+            .collect();
+        starts.sort_by(f64::total_cmp);
+        let arrivals = server.arrivals("/item/");
+        assert_eq!(arrivals.len(), n);
+        let t = 1.0 / rate;
+        // Windows of half an interval (one start at most), 2.5 intervals, and longer ones.
+        for w in [0.5 * t, 2.5 * t, 0.05, 0.25] {
+            let bound = 1.0 + rate * w;
+            let client_max = max_in_window_f(&starts, w);
+            assert!(
+                client_max as f64 <= bound,
+                "{rate}/s, W={w}: {client_max} starts > {bound}"
+            );
+            // At the server, after loopback: 20 ms of scheduling jitter, as above.
+            let server_max = max_in_window(&arrivals, Duration::from_secs_f64(w));
+            let loose = 1.0 + rate * (w + 0.02);
+            assert!(
+                server_max as f64 <= loose,
+                "{rate}/s, W={w}: {server_max} arrivals > {loose}"
+            );
+        }
+        // And every start waited its turn: n starts span at least n - 1 intervals.
+        let least = (n - 1) as f64 * t;
+        let span = starts[n - 1] - starts[0];
+        assert!(span >= least - 2e-6, "{rate}/s: span {span} < {least}");
+    }
+}
+
 /// Stacked quotas: every one of them applies.
 #[test]
 fn stacked_rates_all_apply() {

@@ -186,3 +186,67 @@ fn shard_auto_and_invalid_shards() {
         );
     }
 }
+
+/// `--state` works per shard: each shard polls with a state file of its own (holding only its
+/// lines), its second round finds every outcome unchanged, and the polled shard outputs merge
+/// back round by round.
+#[test]
+fn state_works_per_shard() {
+    let server = Server::start_in_background();
+    let input = list(&server);
+    let lines = input.lines().count();
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    let mut per_round = 0;
+    for k in 0..2u32 {
+        let state = dir.path().join(format!("state-{k}.db"));
+        let out = dir.path().join(format!("polled-{k}.jsonl"));
+        let shard = format!("{k}/2");
+        let o = run(
+            &[
+                "--ordered",
+                "--retries",
+                "0",
+                "--body",
+                "none",
+                "--shard",
+                &shard,
+                "--state",
+                state.to_str().unwrap(),
+                "--rounds",
+                "2",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &input,
+        );
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{o:?}");
+        let recs = records(&std::fs::read(&out).unwrap());
+        assert!(recs.iter().all(|r| r["shard"] == k), "{recs:?}");
+        let round = |n: u64| recs.iter().filter(move |r| r["round"] == n);
+        assert_eq!(round(0).count(), round(1).count());
+        assert_eq!(round(0).count() + round(1).count(), recs.len());
+        assert!(round(1).all(|r| r["changed"] == false), "{recs:?}");
+        per_round += round(0).count();
+        outputs.push(out);
+    }
+    assert_eq!(
+        per_round, lines,
+        "each line in exactly one shard, every round"
+    );
+    let merged = fetchall().arg("merge").args(&outputs).output().unwrap();
+    assert_eq!(
+        merged.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let keys: Vec<(u64, u64)> = records(&merged.stdout)
+        .iter()
+        .map(|r| (r["round"].as_u64().unwrap(), r["seq"].as_u64().unwrap()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys.len(), 2 * lines);
+    assert_eq!(keys, sorted);
+}

@@ -138,13 +138,20 @@ fn header_values_with_line_breaks_are_refused() {
 
 /// A loopback HTTPS server with a self-signed certificate for 127.0.0.1; answers `200 ok`.
 pub async fn self_signed_server() -> std::net::SocketAddr {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    tls_server(key.cert.der().clone(), &key.signing_key).await
+}
+
+/// A loopback HTTPS server presenting `cert` (whose key is `key`); answers `200 ok`.
+async fn tls_server(
+    cert: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    key: &rcgen::KeyPair,
+) -> std::net::SocketAddr {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
-    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = key.cert.der().clone();
     let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
     );
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
@@ -211,4 +218,66 @@ async fn tls_is_verified_unless_insecure() {
     let recs = records(&out.stdout);
     assert_eq!(recs[0]["ok"], true, "{}", recs[0]);
     assert_eq!(recs[0]["body"], "ok");
+}
+
+/// A throwaway CA, and a certificate it signed for `name`: (CA PEM, leaf, leaf key).
+fn ca_and_leaf(
+    name: &str,
+) -> (
+    String,
+    tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    rcgen::KeyPair,
+) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.der().clone(), leaf_key)
+}
+
+/// `--cacert FILE` trusts the CAs in FILE, and only those (as curl's): a server whose
+/// certificate that CA signed passes, the same server fails verification without the option
+/// or with another CA's file, and a file that is not PEM stops the run before any request.
+#[tokio::test]
+async fn cacert_trusts_only_the_given_ca() {
+    let (ca_pem, leaf, leaf_key) = ca_and_leaf("a.localhost");
+    let (other_ca_pem, _, _) = ca_and_leaf("a.localhost");
+    let addr = tls_server(leaf, &leaf_key).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let other = dir.path().join("other.pem");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&other, other_ca_pem).unwrap();
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let url = format!("https://a.localhost:{}/\n", addr.port());
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &url)
+        })
+    };
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let out = run(vec!["--cacert".into(), path(&ca)]).await.unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(recs[0]["ok"], true, "{}", recs[0]);
+    assert_eq!(recs[0]["body"], "ok");
+    for args in [vec![], vec!["--cacert".into(), path(&other)]] {
+        let out = run(args).await.unwrap();
+        let recs = records(&out.stdout);
+        assert_eq!(kind(&recs[0]), "tls", "{}", recs[0]);
+    }
+    let out = run(vec!["--cacert".into(), path(&junk)]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cacert") && err.contains("junk.pem"), "{err}");
 }

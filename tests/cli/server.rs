@@ -97,6 +97,19 @@ impl Server {
                     },
                 ),
             )
+            .route(
+                "/list/{page}",
+                get(|Path(page): Path<u64>| async move {
+                    // Three pages of two items, linked by `Link: <...>; rel="next"`.
+                    let mut headers = HeaderMap::new();
+                    if page < 2 {
+                        let link = format!("<{}>; rel=\"next\"", page + 1);
+                        headers.insert(header::LINK, HeaderValue::from_str(&link).unwrap());
+                    }
+                    let items = serde_json::json!({ "items": [page * 2, page * 2 + 1] });
+                    (headers, axum::Json(items))
+                }),
+            )
             .layer(middleware::from_fn_with_state(Arc::clone(&stats), track))
             .with_state(());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

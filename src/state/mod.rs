@@ -1,0 +1,348 @@
+//! State: what each request's last outcome was, kept in SQLite across rounds and runs.
+//!
+//! Per request key (method, URL, body hash and spec `id`) the store keeps the validators
+//! (ETag, Last-Modified), the body's sha256, the status, ok and error kind, and when the key
+//! was first seen, last fetched and last changed. It answers two questions for the scheduler:
+//! what was stored for a key (to send conditional headers and to tell whether the outcome
+//! changed), and "remember this outcome". Both go through one dedicated thread that owns the
+//! SQLite connection (see `store`): lookups are answered as they come, writes are batched into
+//! transactions, and nothing runs on the async runtime's threads. The state is never held
+//! whole in memory: SQLite pages it in and out. This module does not decide what a record
+//! says (that is `scheduler`) and does not fetch.
+
+mod store;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::request::Request;
+
+/// Messages queued for the state thread at most; a full queue makes requests wait for it.
+const QUEUE: usize = 4096;
+
+/// A request's identity in the store: sha256 of its method, URL, body hash and spec `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key(pub(crate) [u8; 32]);
+
+impl Key {
+    /// The key of a request: two lines asking the same thing share it.
+    pub(crate) fn of(request: &Request) -> Key {
+        let mut h = Sha256::new();
+        h.update(request.method().as_str());
+        h.update([0]);
+        h.update(request.url.as_str());
+        h.update([0]);
+        if let Some(body) = &request.body {
+            h.update(Sha256::digest(body.bytes()));
+        }
+        h.update([0]);
+        if let Some(id) = &request.id {
+            h.update(id.to_string());
+        }
+        Key(h.finalize().into())
+    }
+
+    /// The key of an input line that is not a request (its outcome is its error).
+    pub(crate) fn of_invalid(text: &str) -> Key {
+        let mut h = Sha256::new();
+        h.update("invalid\0");
+        h.update(text);
+        Key(h.finalize().into())
+    }
+}
+
+/// A request's outcome as the store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub body_sha256: Option<[u8; 32]>,
+    pub status: Option<u16>,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+}
+
+impl Stored {
+    /// Whether `self` (a new outcome) differs from `before`: ok, status, error kind or body
+    /// hash. Validators alone do not make a change (a server may rotate an ETag for the same
+    /// bytes).
+    pub(crate) fn differs_from(&self, before: &Stored) -> bool {
+        self.ok != before.ok
+            || self.status != before.status
+            || self.error_kind != before.error_kind
+            || self.body_sha256 != before.body_sha256
+    }
+}
+
+/// The sha256 of a body, as the store keeps it.
+pub(crate) fn body_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+enum Msg {
+    Lookup(Key, oneshot::Sender<Option<Stored>>),
+    Put {
+        key: Key,
+        outcome: Stored,
+        changed: bool,
+        at: String,
+    },
+    /// Commit, close the file and answer with the first error, if any.
+    Close(oneshot::Sender<Result<(), String>>),
+}
+
+/// The open state: a handle on the thread that owns the database.
+pub(crate) struct State {
+    tx: mpsc::Sender<Msg>,
+    /// Where the file is, for messages.
+    path: PathBuf,
+    /// The directory of a temporary state (polling without `--state`), removed at the end.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// A lookup on its way: await [`Pending::stored`] for its answer.
+pub(crate) struct Pending(Option<oneshot::Receiver<Option<Stored>>>);
+
+impl Pending {
+    /// What was stored for the key; `None` for a key not seen before (or a state thread that
+    /// stopped).
+    pub(crate) async fn stored(self) -> Option<Stored> {
+        match self.0 {
+            Some(rx) => rx.await.ok().flatten(),
+            None => None,
+        }
+    }
+}
+
+impl State {
+    /// Open (or create) the state at `path`, or a temporary one for `None`, on the state's own
+    /// thread. A file that is not a fetchall state, has a newer schema, is corrupt or is held
+    /// by another fetchall is refused with one line, and left as it was.
+    pub(crate) async fn open(path: Option<&Path>) -> Result<State, Error> {
+        let (temp, path) = match path {
+            Some(p) => (None, p.to_path_buf()),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("fetchall-state")
+                    .tempdir()
+                    .map_err(|e| Error::State(format!("cannot create a temporary state: {e}")))?;
+                let path = dir.path().join("state.db");
+                (Some(dir), path)
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("fetchall-state".to_owned())
+            .spawn(move || {
+                let store = match store::Store::open(&thread_path) {
+                    Ok(store) => {
+                        let _ = opened_tx.send(Ok(()));
+                        store
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                serve(store, rx);
+            })
+            .map_err(|e| Error::State(format!("cannot start the state thread: {e}")))?;
+        let shown = path.display().to_string();
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(State {
+                tx,
+                path,
+                _temp: temp,
+            }),
+            Ok(Err(e)) => Err(Error::State(format!("--state {shown}: {e}"))),
+            Err(_) => Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            ))),
+        }
+    }
+
+    /// Ask what is stored for `key`; the answer comes while the caller does something else
+    /// (waits for its turn at the gate).
+    pub(crate) async fn lookup(&self, key: Key) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.send(Msg::Lookup(key, tx)).await {
+            Ok(()) => Pending(Some(rx)),
+            Err(_) => Pending(None),
+        }
+    }
+
+    /// Remember `outcome` for `key`, fetched at `at`; `changed` moves its last-changed time.
+    pub(crate) async fn put(&self, key: Key, outcome: Stored, changed: bool, at: String) {
+        let msg = Msg::Put {
+            key,
+            outcome,
+            changed,
+            at,
+        };
+        // A stopped thread has already reported why (see `close`).
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Commit what is queued and close the file; the first write error, if any. Outcomes put
+    /// after this are not kept.
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let shown = self.path.display().to_string();
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(tx)).await.is_err() {
+            return Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            )));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::State(format!("--state {shown}: {e}"))),
+            Err(_) => Err(Error::State(format!(
+                "--state {shown}: the state thread died"
+            ))),
+        }
+    }
+}
+
+/// Most messages handled in one transaction.
+const BATCH: usize = 1024;
+
+/// The state thread: answer lookups and batch writes into transactions until it is closed
+/// (or every sender is gone). A write that fails stops the writing (logged at once, reported
+/// at the close); lookups then answer "not seen", so the run goes on without state.
+fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
+    let mut failed: Option<String> = None;
+    let mut batch = Vec::with_capacity(64);
+    while let Some(first) = rx.blocking_recv() {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        let closing = match batch.iter().position(|m| matches!(m, Msg::Close(_))) {
+            Some(i) => match batch.drain(i..).next() {
+                Some(Msg::Close(reply)) => Some(reply),
+                _ => None,
+            },
+            None => None,
+        };
+        if failed.is_none()
+            && let Err(e) = store.apply(&mut batch)
+        {
+            tracing::error!("state: {e}; outcomes from here on are not remembered");
+            failed = Some(e);
+        }
+        if let Some(reply) = closing {
+            let result = match failed.take() {
+                Some(e) => Err(e),
+                None => store.close(),
+            };
+            let _ = reply.send(result);
+            return;
+        }
+    }
+}
+
+impl store::Store {
+    /// Handle a batch of lookups and writes in one transaction.
+    fn apply(&mut self, batch: &mut Vec<Msg>) -> Result<(), String> {
+        self.begin()?;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Lookup(key, reply) => {
+                    let _ = reply.send(self.get(&key)?);
+                }
+                Msg::Put {
+                    key,
+                    outcome,
+                    changed,
+                    at,
+                } => self.put(&key, &outcome, changed, &at)?,
+                Msg::Close(_) => {}
+            }
+        }
+        self.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: u16, body: &[u8]) -> Stored {
+        Stored {
+            etag: Some("\"e1\"".into()),
+            last_modified: None,
+            body_sha256: Some(body_hash(body)),
+            status: Some(status),
+            ok: status < 400,
+            error_kind: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_survive_a_reopen_and_validators_alone_are_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let key = Key::of_invalid("a");
+        let state = State::open(Some(&path)).await.unwrap();
+        assert_eq!(state.lookup(key).await.stored().await, None);
+        state
+            .put(
+                key,
+                outcome(200, b"x"),
+                true,
+                "2026-01-01T00:00:00.000Z".into(),
+            )
+            .await;
+        state.close().await.unwrap();
+
+        let state = State::open(Some(&path)).await.unwrap();
+        let stored = state.lookup(key).await.stored().await.unwrap();
+        assert_eq!(stored, outcome(200, b"x"));
+        let mut rotated = outcome(200, b"x");
+        rotated.etag = Some("\"e2\"".into());
+        assert!(!rotated.differs_from(&stored));
+        assert!(outcome(200, b"y").differs_from(&stored));
+        assert!(outcome(404, b"x").differs_from(&stored));
+        state.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_opener_and_foreign_files_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let first = State::open(Some(&path)).await.unwrap();
+        let e = State::open(Some(&path)).await.err().unwrap().to_string();
+        assert!(e.contains("in use"), "{e}");
+        first.close().await.unwrap();
+
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database, just text\n".repeat(100)).unwrap();
+        let before = std::fs::read(&text).unwrap();
+        let e = State::open(Some(&text)).await.err().unwrap().to_string();
+        assert!(e.contains("not a fetchall state"), "{e}");
+        assert_eq!(std::fs::read(&text).unwrap(), before);
+    }
+
+    #[test]
+    fn keys_differ_by_method_body_and_id() {
+        let url = url::Url::parse("http://127.0.0.1/a").unwrap();
+        let get = Request::get(url.clone());
+        let mut post = Request::get(url.clone());
+        post.method = Some(reqwest::Method::POST);
+        let mut with_id = Request::get(url);
+        with_id.id = Some(serde_json::json!(7));
+        let keys = [Key::of(&get), Key::of(&post), Key::of(&with_id)];
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[0], keys[2]);
+        assert_eq!(Key::of(&get), keys[0]);
+    }
+}

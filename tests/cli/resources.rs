@@ -1,0 +1,103 @@
+//! Memory follows work: a host with nothing queued or in flight keeps no idle connection, so
+//! the sockets open at once stay near the concurrency however many hosts a list names. (The
+//! gate's own per-host state is tested in the library: `limit::tests::idle_hosts_are_forgotten`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{records, run};
+
+/// Connections open at the server now, the most at once, and requests that asked to close.
+#[derive(Default)]
+struct Conns {
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+    close_asked: AtomicUsize,
+}
+
+/// A keep-alive HTTP/1.1 server on 127.0.0.1 that answers every request `200 ok` and counts
+/// the connections open at once (a connection counts until the client closes it, or until
+/// the server does after a `Connection: close` request).
+async fn counting_server() -> (u16, Arc<Conns>) {
+    let conns = Arc::new(Conns::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let now = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+            c.max_open.fetch_max(now, Ordering::SeqCst);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'conn: loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'conn,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end);
+                    let close = head.contains("\r\nconnection: close\r\n");
+                    if close {
+                        c.close_asked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if socket.write_all(reply).await.is_err() || close {
+                        break;
+                    }
+                }
+                c.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, conns)
+}
+
+/// 200 distinct host names (`hN.localhost`, all loopback) at `-c 4`: each host's connection is
+/// closed after its one request, so the server never sees many more than 4 open at once
+/// (without that, all 200 would stay open, idle in the client's pool, until the run ends). A
+/// list of one host keeps its connections for reuse.
+#[tokio::test]
+async fn idle_hosts_keep_no_connections() {
+    let (port, conns) = counting_server().await;
+    let n = 200;
+    let input: String = (0..n)
+        .map(|i| format!("http://h{i}.localhost:{port}/\n"))
+        .collect();
+    let out = tokio::task::spawn_blocking(move || run(&["-c", "4", "--body", "none"], &input))
+        .await
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), n);
+    assert!(recs.iter().all(|r| r["ok"] == true), "{}", recs[0]);
+    let max_open = conns.max_open.load(Ordering::SeqCst);
+    // 4 in flight, plus a few whose close is still on its way while the next ones open.
+    assert!(
+        max_open <= 4 + 4,
+        "{max_open} connections open at once at -c 4"
+    );
+    assert!(conns.close_asked.load(Ordering::SeqCst) >= n - 8);
+
+    // One host: its requests reuse a handful of connections; only the last may ask to close.
+    let (port, conns) = counting_server().await;
+    let input: String = (0..n)
+        .map(|i| format!("http://127.0.0.1:{port}/{i}\n"))
+        .collect();
+    let out = tokio::task::spawn_blocking(move || run(&["-c", "4", "--body", "none"], &input))
+        .await
+        .unwrap();
+    assert_eq!(records(&out.stdout).len(), n);
+    assert!(conns.max_open.load(Ordering::SeqCst) <= 4);
+    assert!(conns.close_asked.load(Ordering::SeqCst) <= 4);
+}
