@@ -160,7 +160,14 @@ pub fn start_with_cancel(
         }
     });
     let (order, order_rx) = window.unzip();
-    tokio::spawn(scheduler::dispatch(ctx, line_rx, record_tx, order));
+    // Unconstrained by tokio's cooperative budget: the dispatcher puts every line it has
+    // into the gate before the requests it spawned get to run, so a request knows whether
+    // more of its host are coming (and, if none, closes its connection: see
+    // `scheduler::Context::last_for_host`). It still waits whenever the input or the
+    // lookahead makes it, which is where the others run.
+    tokio::spawn(tokio::task::unconstrained(scheduler::dispatch(
+        ctx, line_rx, record_tx, order,
+    )));
     if let Some(order_rx) = order_rx {
         let (ordered_tx, ordered_rx) = mpsc::channel(RECORD_QUEUE);
         tokio::spawn(reorder::reorder(record_rx, order_rx, ordered_tx));
