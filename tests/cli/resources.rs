@@ -105,5 +105,12 @@ async fn idle_hosts_keep_no_connections() {
         .unwrap();
     assert_eq!(records(&out.stdout).len(), n);
     assert!(conns.max_open.load(Ordering::SeqCst) <= 4);
-    assert!(conns.close_asked.load(Ordering::SeqCst) <= 4);
+    // Reuse, not one connection per request: only requests admitted with nothing of the host
+    // left to come ask to close (the tail of the list, plus a batch the dispatcher had not
+    // queued behind yet on a busy machine), never most of the 200.
+    let closes = conns.close_asked.load(Ordering::SeqCst);
+    assert!(
+        closes <= 2 * 4 + 4,
+        "{closes} of {n} requests asked to close"
+    );
 }
