@@ -45,7 +45,8 @@ stat() { echo "$STATS" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 measure() {
     # Exit 1 (some records failed, e.g. 429s without pacing) is a result here, not an error.
     /usr/bin/time -f "%e %M" -o "$TMP/time" "$BIN" "$@" <"$TMP/input" >"$TMP/out" 2>"$TMP/err" || true
-    read -r SECS RSS_KB <"$TMP/time"
+    # GNU time puts "Command exited with non-zero status N" first: the numbers are last.
+    read -r SECS RSS_KB < <(tail -n 1 "$TMP/time")
     RSS_MB=$(awk "BEGIN{printf \"%.1f\", $RSS_KB/1024}")
     RECORDS=$(wc -l <"$TMP/out")
     OKS=$(grep -c '"ok":true' "$TMP/out" || true)

@@ -56,22 +56,22 @@ mod tests {
 
     #[test]
     fn counts_the_lines_that_get_records() {
-        let path = std::env::temp_dir().join(format!("fetchall-count-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("urls.txt");
         std::fs::write(
             &path,
             b"\xEF\xBB\xBFa\n\n  # c\r  b  \r\n\xff\n \t\n# \xff\n\xc2\xa0\nlast",
         )
         .unwrap();
         assert_eq!(count(&path, None, &Redactor::default()).unwrap(), 4);
-        std::fs::remove_file(&path).unwrap();
     }
 
     /// Lines an earlier run got ok (same seq and url) are left out of the total; a failed
     /// one, or an ok one whose line moved, is not.
     #[test]
     fn leaves_out_resumed_lines() {
-        let dir = std::env::temp_dir().join(format!("fetchall-resumed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let input = dir.join("urls.txt");
         let previous = dir.join("previous.jsonl");
         std::fs::write(
@@ -97,6 +97,5 @@ mod tests {
         assert_eq!(skipped.unreadable, 0);
         assert_eq!(count(&input, None, &Redactor::default()).unwrap(), 5);
         assert_eq!(count(&input, Some(&done), &Redactor::default()).unwrap(), 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -184,15 +184,15 @@ mod tests {
         Redactor::new(DEFAULT_MASKED_PARAMS)
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fetchall-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A temporary directory, removed when the returned guard drops.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn only_ok_records_with_the_same_seq_and_url() {
-        let dir = scratch("resume");
+        let tmp = scratch();
+        let dir = tmp.path();
         let path = dir.join("prev.jsonl");
         std::fs::write(
             &path,
@@ -217,14 +217,14 @@ mod tests {
             "failed records do not count"
         );
         assert!(done.contains(2, &url("http://u:secret@c.test/?token=abc")));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A record longer than the line buffer counts when it is whole; a long line that was
     /// cut short or glued to another does not; memory holds one buffer, not the line.
     #[test]
     fn long_records_are_read_from_their_first_bytes() {
-        let dir = scratch("resume-long");
+        let tmp = scratch();
+        let dir = tmp.path();
         let path = dir.join("prev.jsonl");
         let body = "x".repeat(3 * KEPT_BYTES);
         let whole =
@@ -246,6 +246,5 @@ mod tests {
             "no line break: the earlier run may have been killed mid-line"
         );
         assert_eq!(skipped.unreadable, 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

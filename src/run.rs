@@ -287,13 +287,18 @@ async fn drive(
             }
         };
         let round = scheduler::Round { index, guard };
-        let dispatch = scheduler::dispatch(
+        // Unconstrained by tokio's cooperative budget: the dispatcher puts every line it has
+        // into the gate before the requests it spawned get to run, so a request knows whether
+        // more of its host are coming (and, if none, closes its connection: see
+        // `scheduler::Context::last_for_host`). It still waits whenever the input or the
+        // lookahead makes it, which is where the others run.
+        let dispatch = tokio::task::unconstrained(scheduler::dispatch(
             Arc::clone(&ctx),
             line_rx,
             records.clone(),
             order.take(),
             round,
-        );
+        ));
         let (read, back) = tokio::join!(read, dispatch);
         order = back;
         // `None` once every task of the round has handed over its record.

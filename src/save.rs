@@ -229,13 +229,12 @@ mod tests {
 
     #[tokio::test]
     async fn names_never_collide_in_a_run_and_spare_the_runs_own_files() {
-        let dir = std::env::temp_dir().join(format!("fetchall-save-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bodies");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("urls.txt"), "keep me").unwrap();
         std::fs::write(dir.join("out.jsonl"), "records").unwrap();
-        let link = std::env::temp_dir().join(format!("fetchall-save-link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
+        let link = tmp.path().join("link");
         std::os::unix::fs::symlink(dir.join("out.jsonl"), &link).unwrap();
         let save = SaveDir::create(&dir, &[dir.join("urls.txt"), link.clone()]).unwrap();
         let a = save.write(1, None, b"seq one").await.unwrap();
@@ -267,7 +266,6 @@ mod tests {
                 (s.size, s.sha256.clone())
             );
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     proptest! {

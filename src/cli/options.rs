@@ -40,9 +40,10 @@ pub(crate) struct RunArgs {
     #[arg(short = 'r', long, value_name = "RATE")]
     pub(crate) rate: Vec<Rate>,
 
-    /// Requests a rate limit lets through back to back after an idle spell, for every quota
-    /// [default: auto: 1 below 50/s, else 20 ms worth of requests, so late timer wake-ups do
-    /// not lower the mean rate; see docs/rate-limiting.md]
+    /// Requests a rate limit lets through back to back after an idle spell, for every quota;
+    /// 1 spaces every start exactly 1/rate apart [default: auto: 1 below 50/s, else 20 ms
+    /// worth of requests, so late timer wake-ups do not lower the mean rate; see
+    /// docs/rate-limiting.md]
     #[arg(long, value_name = "N")]
     pub(crate) burst: Option<NonZeroU32>,
 

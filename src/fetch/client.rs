@@ -7,6 +7,9 @@ use super::resolve::SystemResolver;
 use crate::error::{Error, SettingsError};
 use crate::settings::Settings;
 
+/// How long an idle connection stays in the pool (reqwest's default is 90 s).
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Build the one HTTP client a run shares (connection pool, timeouts, redirects, TLS, proxy).
 ///
 /// Redirects are not followed by the client: `attempt` follows them itself (see `redirect`),
@@ -24,6 +27,10 @@ pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .pool_max_idle_per_host(settings.concurrency.get())
+        // A host's last known request closes its connection (`Connection: close`, see
+        // `fetch::attempt`); this cleans up after the ones no request could know were last
+        // (those started before the input was read): idle for 10 s, a connection is history.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
         // fetchall retries by its own rules (retry.rs), each retry paced by the gate; reqwest's

@@ -17,29 +17,20 @@ use sha2::{Digest, Sha256};
 use crate::server::{Server, refused_port};
 use crate::support::{by_seq, fetchall, kind, records, run, run_env, validate};
 
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory (a `tempfile::TempDir`), removed on drop.
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fetchall-hard-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+    fn new(_name: &str) -> Scratch {
+        Scratch(tempfile::tempdir().unwrap())
     }
     fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
     fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, bytes).unwrap();
         path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -64,30 +64,36 @@ async fn counting_server() -> (u16, Arc<Conns>) {
     (port, conns)
 }
 
-/// 200 distinct host names (`hN.localhost`, all loopback) at `-c 4`: each host's connection is
-/// closed after its one request, so the server never sees many more than 4 open at once
-/// (without that, all 200 would stay open, idle in the client's pool, until the run ends). A
-/// list of one host keeps its connections for reuse.
+/// 200 distinct host names (`hN.localhost`, all loopback) at `-c 4`, from a file: once the
+/// input is read, each host's connection is closed after its one request, so the server never
+/// sees many more than 4 open at once. The requests that start before the input is read
+/// cannot know they are their host's last (at most one batch of 4 here, whose connections
+/// then idle in the pool), hence 2 x 4 plus a few closes still on their way. Without the
+/// close, all 200 would stay open until the run ends. A list of one host keeps its
+/// connections for reuse.
 #[tokio::test]
 async fn idle_hosts_keep_no_connections() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("urls.txt");
     let (port, conns) = counting_server().await;
     let n = 200;
     let input: String = (0..n)
         .map(|i| format!("http://h{i}.localhost:{port}/\n"))
         .collect();
-    let out = tokio::task::spawn_blocking(move || run(&["-c", "4", "--body", "none"], &input))
+    std::fs::write(&list, input).unwrap();
+    let path = list.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || run(&[&path, "-c", "4", "--body", "none"], ""))
         .await
         .unwrap();
     let recs = records(&out.stdout);
     assert_eq!(recs.len(), n);
     assert!(recs.iter().all(|r| r["ok"] == true), "{}", recs[0]);
     let max_open = conns.max_open.load(Ordering::SeqCst);
-    // 4 in flight, plus a few whose close is still on its way while the next ones open.
     assert!(
-        max_open <= 4 + 4,
+        max_open <= 2 * 4 + 4,
         "{max_open} connections open at once at -c 4"
     );
-    assert!(conns.close_asked.load(Ordering::SeqCst) >= n - 8);
+    assert!(conns.close_asked.load(Ordering::SeqCst) >= n - 2 * 4);
 
     // One host: its requests reuse a handful of connections; only the last may ask to close.
     let (port, conns) = counting_server().await;
@@ -99,5 +105,12 @@ async fn idle_hosts_keep_no_connections() {
         .unwrap();
     assert_eq!(records(&out.stdout).len(), n);
     assert!(conns.max_open.load(Ordering::SeqCst) <= 4);
-    assert!(conns.close_asked.load(Ordering::SeqCst) <= 4);
+    // Reuse, not one connection per request: only requests admitted with nothing of the host
+    // left to come ask to close (the tail of the list, plus a batch the dispatcher had not
+    // queued behind yet on a busy machine), never most of the 200.
+    let closes = conns.close_asked.load(Ordering::SeqCst);
+    assert!(
+        closes <= 2 * 4 + 4,
+        "{closes} of {n} requests asked to close"
+    );
 }
