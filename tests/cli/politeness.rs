@@ -17,7 +17,7 @@ use crate::server::{Server, max_in_window};
 use crate::support::{max_in_window_f, records, run};
 
 /// Loopback scheduling jitter allowed between a start and its arrival at the server.
-const JITTER: f64 = 0.02;
+const JITTER: f64 = crate::support::ARRIVAL_JITTER;
 
 /// Start times (s) of the records whose URL starts with `prefix`, sorted.
 fn starts(recs: &[Value], prefix: &str) -> Vec<f64> {

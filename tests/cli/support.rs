@@ -209,3 +209,10 @@ pub fn require_tool(name: &str, version_arg: &str) -> bool {
         }
     }
 }
+
+/// Slack for counting arrivals at the in-process test server, in seconds. The limiter's bound
+/// is exact on the client's start times (`started_ms`), which every rate test checks first;
+/// the server's own timestamps come after loopback and after the server thread gets the CPU,
+/// which on a 2-core machine running other tests in parallel can lag a start by tens of
+/// milliseconds.
+pub const ARRIVAL_JITTER: f64 = 0.05;
