@@ -444,10 +444,16 @@ pub(crate) fn with_env_names(cmd: clap::Command) -> clap::Command {
 
 /// Whether `--long` is a run option (declared in [`RunArgs`]): those are the config keys.
 pub(crate) fn is_run_option(long: &str) -> bool {
-    use clap::Args;
-    RunArgs::augment_args(clap::Command::new("x"))
-        .get_arguments()
-        .any(|a| a.get_long() == Some(long))
+    /// The run options' long names, collected once (building the clap command per question
+    /// made parsing quadratic in the number of options).
+    static NAMES: LazyLock<Vec<String>> = LazyLock::new(|| {
+        use clap::Args;
+        RunArgs::augment_args(clap::Command::new("x"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    });
+    NAMES.iter().any(|n| n == long)
 }
 
 /// What the binary itself does with a run, beyond the library's settings.

@@ -105,14 +105,15 @@ pub struct Measured {
     pub code: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Peak resident set size of the fetchall process, in KiB (getrusage's ru_maxrss).
+    /// Peak resident set size of the fetchall process, in KiB (its `VmHWM`).
     pub max_rss_kib: i64,
     pub wall: std::time::Duration,
 }
 
-/// Run the binary like [`run`], and measure its peak memory: the child is reaped with
-/// `wait4`, which reports that one process's own resource usage.
-#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
+/// Run the binary like [`run`], and measure its peak memory: `VmHWM` of the child's own
+/// address space, sampled every 2 ms until it exits. (`ru_maxrss` from `wait4` would not do:
+/// a forked child starts with the test process's resident set, and exec keeps that high-water
+/// mark, so a test process grown by earlier tests made the child look that big.)
 pub fn run_measured(args: &[&str], stdin: &str) -> Measured {
     let started = std::time::Instant::now();
     let mut child = fetchall()
@@ -136,20 +137,30 @@ pub fn run_measured(args: &[&str], stdin: &str) -> Measured {
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a plain wait4 on our own child, into locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // `spawn` returns once the exec has happened, so every sample is fetchall's own.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0i64;
+    let status = loop {
+        if let Ok(st) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = st
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
     let wall = started.elapsed();
     writer.join().unwrap();
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     Measured {
-        code,
+        code: status.code(),
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: peak_kib,
         wall,
     }
 }
