@@ -783,52 +783,14 @@ fn memory_and_limits_are_bounded() {
     }
 }
 
-/// Run the binary and sample its peak resident memory (VmHWM of its own address space, which
-/// starts afresh at exec: unlike `ru_maxrss`, it does not inherit the test process's peak).
+/// Run the binary and its peak resident memory in KiB (`support::run_measured`).
 fn run_peak(args: &[&str], input: &str) -> (Option<i32>, Vec<u8>, String, u64) {
-    let mut child = fetchall()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let status = loop {
-        if let Ok(st) = std::fs::read_to_string(&status_file)
-            && let Some(kib) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    writer.join().unwrap();
+    let m = crate::support::run_measured(args, input);
     (
-        status.code(),
-        out.join().unwrap(),
-        text(&err.join().unwrap()),
-        peak,
+        m.code,
+        m.stdout,
+        text(&m.stderr),
+        u64::try_from(m.max_rss_kib).unwrap_or(0),
     )
 }
 
