@@ -216,6 +216,12 @@ impl Settings {
     /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
     /// and a JSON request body is JSON. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
+        self.check_bounds()?;
+        self.check_combinations()
+    }
+
+    /// Sizes and durations the types allow but a run cannot use.
+    fn check_bounds(&self) -> Result<(), SettingsError> {
         if self.concurrency.get() > MAX_CONCURRENCY {
             return Err(SettingsError::new(
                 "concurrency",
@@ -255,6 +261,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Options that only make sense together (or not together).
+    fn check_combinations(&self) -> Result<(), SettingsError> {
         if self.limits.is_some() && !cfg!(feature = "redis") {
             return Err(SettingsError::new(
                 "limits",

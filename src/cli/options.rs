@@ -503,11 +503,30 @@ impl RunArgs {
         s.per_host_rates = self.per_host_rate.clone();
         s.adaptive = self.adaptive;
         s.lookahead = self.lookahead;
+        self.polling(&mut s);
+        self.tls_and_api(&mut s)?;
+        self.redaction(&mut s)?;
+        self.scale_out(&mut s)?;
+        s.check()?;
+        let outputs = Outputs {
+            bodies: self.body_files(),
+            output: self.output.clone(),
+            summary: self.summary.clone(),
+        };
+        Ok((s, outputs))
+    }
+
+    /// Rounds, state and change detection (docs/polling.md).
+    fn polling(&self, s: &mut Settings) {
         s.every = self.every.map(|d| d.0);
         s.rounds = self.rounds;
         s.state = self.state.clone();
         s.changed_only = self.changed;
         s.conditional = !self.no_conditional;
+    }
+
+    /// Trusted CAs, quota-header pacing, jq filters and pagination (docs/api.md).
+    fn tls_and_api(&self, s: &mut Settings) -> Result<(), SettingsError> {
         s.ca_certs = match &self.cacert {
             Some(path) => Some(
                 fetchall::CaCerts::from_pem_file(path)
@@ -537,6 +556,11 @@ impl RunArgs {
             .transpose()?;
         s.next_param = self.next_param.clone();
         s.max_pages = self.max_pages;
+        Ok(())
+    }
+
+    /// What records and logs mask, and which headers are credentials (docs/security.md).
+    fn redaction(&self, s: &mut Settings) -> Result<(), SettingsError> {
         s.mask_params
             .extend(self.mask_param.iter().map(|p| p.trim().to_owned()));
         // Parsed here, not by clap: a mistaken `Name: value` must not be quoted back.
@@ -552,6 +576,11 @@ impl RunArgs {
                 })
             })
             .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    /// Sharding and shared limits (docs/scale-out.md).
+    fn scale_out(&self, s: &mut Settings) -> Result<(), SettingsError> {
         s.shard = match self.shard {
             Some(arg) => Some(
                 arg.resolve(|name| std::env::var(name).ok())
@@ -570,13 +599,7 @@ impl RunArgs {
         s.limits_key = self.limits_key.clone();
         s.limits_fallback = self.limits_fallback;
         s.limits_share = self.limits_share;
-        s.check()?;
-        let outputs = Outputs {
-            bodies: self.body_files(),
-            output: self.output.clone(),
-            summary: self.summary.clone(),
-        };
-        Ok((s, outputs))
+        Ok(())
     }
 
     /// The files `-d @FILE` and `--json @FILE` name (without reading them).

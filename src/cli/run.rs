@@ -32,27 +32,7 @@ pub(crate) async fn run(
 ) -> Result<Tally, Box<dyn std::error::Error + Send + Sync>> {
     let cli = &parsed.cli;
     let file = cli.file.clone().filter(|p| p.as_os_str() != "-");
-    if file.is_none() && io::stdin().is_terminal() {
-        return Err(message(
-            "no input: give a FILE of URLs, or pipe them on stdin (see --help)",
-        ));
-    }
-    // Before anything is read (`-d @/dev/stdin` would swallow the URL list) or created.
-    check_files(&run_files(cli, file.as_deref()))?;
-    let (mut settings, outputs) = cli
-        .options
-        .resolve()
-        .map_err(|e| message(parsed.explain(&e)))?;
-    check_directories(&outputs)?;
-    settings.keep_files = file
-        .iter()
-        .chain(&outputs.bodies)
-        .chain(&outputs.output)
-        .chain(&outputs.summary)
-        .chain(&settings.state)
-        .cloned()
-        .collect();
-    fit_open_file_limit(&mut settings);
+    let (settings, outputs) = prepare(parsed, file.as_deref())?;
     fetchall::check_limits(&settings).await?;
     let source = open(file.as_deref()).await.map_err(|e| {
         let name = file.as_deref().unwrap_or(Path::new("-"));
@@ -177,6 +157,39 @@ fn progress(on_terminal: bool, file: Option<PathBuf>, settings: &fetchall::Setti
         });
     }
     progress
+}
+
+/// Check everything before anything is read or created: that there is input, that no two
+/// files of the run are one file (`-d @/dev/stdin` would swallow the URL list), the settings
+/// (errors say where a bad value came from), the output directories; then fit the concurrency
+/// to the open-file limit.
+fn prepare(
+    parsed: &Parsed,
+    file: Option<&Path>,
+) -> Result<(fetchall::Settings, Outputs), Box<dyn std::error::Error + Send + Sync>> {
+    let cli = &parsed.cli;
+    if file.is_none() && io::stdin().is_terminal() {
+        return Err(message(
+            "no input: give a FILE of URLs, or pipe them on stdin (see --help)",
+        ));
+    }
+    check_files(&run_files(cli, file))?;
+    let (mut settings, outputs) = cli
+        .options
+        .resolve()
+        .map_err(|e| message(parsed.explain(&e)))?;
+    check_directories(&outputs)?;
+    settings.keep_files = file
+        .map(Path::to_path_buf)
+        .iter()
+        .chain(&outputs.bodies)
+        .chain(&outputs.output)
+        .chain(&outputs.summary)
+        .chain(&settings.state)
+        .cloned()
+        .collect();
+    fit_open_file_limit(&mut settings);
+    Ok((settings, outputs))
 }
 
 fn message(text: impl Into<String>) -> Box<dyn std::error::Error + Send + Sync> {
