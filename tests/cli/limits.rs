@@ -39,11 +39,7 @@ fn rate_bound_holds_in_every_window() {
     assert_eq!(recs.len(), n);
 
     // Client side, where the limiter acts: the exact bound.
-    let mut starts: Vec<f64> = recs
-        .iter()
-        .map(|r| r["started_ms"].as_f64().unwrap() / 1000.0)
-        .collect();
-    starts.sort_by(f64::total_cmp);
+    let starts = crate::support::start_times(&recs);
     // Server side, after the network: allow for loopback scheduling jitter.
     let arrivals = server.arrivals("/item/");
     assert_eq!(arrivals.len(), n);
@@ -92,11 +88,7 @@ fn strict_pacing_bound_holds_at_every_rate() {
         assert_eq!(out.status.code(), Some(0));
         let recs = records(&out.stdout);
         assert_eq!(recs.len(), n);
-        let mut starts: Vec<f64> = recs
-            .iter()
-            .map(|r| r["started_ms"].as_f64().unwrap() / 1000.0)
-            .collect();
-        starts.sort_by(f64::total_cmp);
+        let starts = crate::support::start_times(&recs);
         let arrivals = server.arrivals("/item/");
         assert_eq!(arrivals.len(), n);
         let t = 1.0 / rate;

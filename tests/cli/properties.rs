@@ -16,26 +16,33 @@ where
     Ok(())
 }
 
+/// `s` as a rate, a duration and a size: each a value that prints back as itself, or a
+/// non-empty error message.
+fn every_unit_prints_back_or_explains(s: &str) -> Result<(), TestCaseError> {
+    match s.parse::<Rate>() {
+        Ok(r) => {
+            prop_assert!(r.count.get() > 0 && !r.per.is_zero());
+            round_trips(&r)?;
+        }
+        Err(e) => prop_assert!(!e.is_empty()),
+    }
+    match s.parse::<HumanDuration>() {
+        Ok(d) => round_trips(&d)?,
+        Err(e) => prop_assert!(!e.is_empty()),
+    }
+    match s.parse::<ByteSize>() {
+        Ok(b) => round_trips(&b)?,
+        Err(e) => prop_assert!(!e.is_empty()),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn any_text_is_a_unit_that_prints_back_or_an_error_message(s in "\\PC{0,40}") {
-        match s.parse::<Rate>() {
-            Ok(r) => {
-                prop_assert!(r.count.get() > 0 && !r.per.is_zero());
-                round_trips(&r)?;
-            }
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
-        match s.parse::<HumanDuration>() {
-            Ok(d) => round_trips(&d)?,
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
-        match s.parse::<ByteSize>() {
-            Ok(b) => round_trips(&b)?,
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
+        every_unit_prints_back_or_explains(&s)?;
     }
 
     #[test]
@@ -44,21 +51,7 @@ proptest! {
         unit in "(/s|/m|/h|/d|/|ms|s|m|h|KiB|MiB|GiB|k|M|G|b|)",
     ) {
         let s = format!("{n}{unit}");
-        match s.parse::<Rate>() {
-            Ok(r) => {
-                prop_assert!(r.count.get() > 0 && !r.per.is_zero());
-                round_trips(&r)?;
-            }
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
-        match s.parse::<HumanDuration>() {
-            Ok(d) => round_trips(&d)?,
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
-        match s.parse::<ByteSize>() {
-            Ok(b) => round_trips(&b)?,
-            Err(e) => prop_assert!(!e.is_empty()),
-        }
+        every_unit_prints_back_or_explains(&s)?;
     }
 
     #[test]

@@ -227,3 +227,14 @@ pub fn require_tool(name: &str, version_arg: &str) -> bool {
 /// which on a 2-core machine running other tests in parallel can lag a start by tens of
 /// milliseconds.
 pub const ARRIVAL_JITTER: f64 = 0.05;
+
+/// The records' start times (`started_ms`) in seconds, ascending: where the limiter's bounds
+/// are exact.
+pub fn start_times(records: &[Value]) -> Vec<f64> {
+    let mut starts: Vec<f64> = records
+        .iter()
+        .map(|r| r["started_ms"].as_f64().unwrap() / 1000.0)
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    starts
+}
