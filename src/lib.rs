@@ -60,7 +60,8 @@
 //!   with an observer per record and a [`Writing`] whose [`SinkHandle`] can freeze the output
 //!   between two whole lines before an immediate exit (the binary's second Ctrl-C).
 //! - [`Settings`] and its parts ([`RequestDefaults`], [`Body`], [`RetryPolicy`], [`Proxy`],
-//!   [`CaCerts`], [`BodyMode`], [`Rate`], [`Filter`] (a compiled jq filter), with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
+//!   [`CaCerts`], [`BodyMode`], [`Rate`], [`Filter`] (a compiled jq filter), [`HostProfile`]
+//!   and [`HostPattern`] (settings for some hosts only), with [`Method`], [`HeaderMap`] and [`Bytes`] re-exported) configure
 //!   a run; the parsers a front end needs to build them from text are public too
 //!   ([`parse_header`], [`parse_header_value`], [`parse_method`], the units' `FromStr`), as
 //!   are the redaction rules a front end shows ([`is_credential_header`],
@@ -87,6 +88,7 @@ mod json;
 mod limit;
 mod output;
 mod paging;
+mod profile;
 mod record;
 mod redact;
 mod reorder;
@@ -107,6 +109,7 @@ pub use crate::filter::Filter;
 pub use crate::header::{is_credential_header, parse_header, parse_header_value, parse_method};
 pub use crate::input::{Input, Source};
 pub use crate::output::{Frozen, Observer, SinkHandle, Tally};
+pub use crate::profile::{HostPattern, HostProfile};
 pub use crate::record::{
     BodyEncoding, BodyMode, ErrorKind, PreviousError, Record, RecordError, Saved,
 };

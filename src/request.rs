@@ -35,6 +35,9 @@ pub(crate) struct Request {
     pub(crate) id: Option<Value>,
     /// The spec's pagination keys; what it leaves out comes from the settings.
     pub(crate) paging: SpecPaging,
+    /// The header names the spec line gave (set by [`RequestDefaults::apply`]): a host
+    /// profile's header of the same name does not replace them.
+    pub(crate) own: Vec<HeaderName>,
 }
 
 /// A spec line's `follow_next`, `next`, `next_param`, `max_pages`.
@@ -56,6 +59,7 @@ impl Request {
             body: None,
             id: None,
             paging: SpecPaging::default(),
+            own: Vec::new(),
         }
     }
 
@@ -134,7 +138,8 @@ impl RequestDefaults {
     /// holds every header to send.
     pub(crate) fn apply(&self, mut request: Request) -> Request {
         let mut headers = self.headers.clone();
-        for name in request.headers.keys() {
+        let own: Vec<HeaderName> = request.headers.keys().cloned().collect();
+        for name in &own {
             headers.remove(name);
         }
         // `drain` names a header once, then yields its further values with `None`.
@@ -177,6 +182,7 @@ impl RequestDefaults {
             method: Some(method),
             headers,
             body,
+            own,
             ..request
         }
     }
@@ -359,6 +365,7 @@ pub(crate) fn parse_spec(text: &str) -> Result<Request, SpecError> {
         body,
         id,
         paging,
+        own: Vec::new(),
     })
 }
 

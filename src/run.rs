@@ -216,6 +216,7 @@ fn launch(
     spawn_grace_timer(stop.clone(), hard.clone(), settings.grace);
     let changed_only = settings.changed_only;
     let rounds = Rounds::new(input, settings.round_count() != Some(1));
+    let profiled = settings.profiled();
     let ctx = Arc::new(scheduler::Context {
         client,
         settings,
@@ -231,6 +232,7 @@ fn launch(
         _finished: hard.drop_guard(),
         skipped: Skipped::default(),
         state,
+        profiled,
     });
     let skipped = ctx.skipped.clone();
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);

@@ -19,6 +19,7 @@ use url::Url;
 use crate::error::SettingsError;
 use crate::filter::Filter;
 use crate::paging::Paging;
+use crate::profile::HostProfile;
 use crate::record::BodyMode;
 use crate::request::RequestDefaults;
 use crate::retry::RetryPolicy;
@@ -142,6 +143,10 @@ pub struct Settings {
     /// With `--limits-fallback local`: how many processes share the budget; each then keeps
     /// to its rates divided by this while Redis is away (`--limits-share`).
     pub limits_share: NonZeroU32,
+    /// Per-host profiles (a config file's `[hosts."pattern"]`): for a request's host, the
+    /// most specific matching one applies on top of these settings (see
+    /// [`Settings::profile_for`] and docs/api.md).
+    pub profiles: Vec<HostProfile>,
 }
 
 impl Default for Settings {
@@ -195,6 +200,7 @@ impl Default for Settings {
             limits_key: "fetchall".to_owned(),
             limits_fallback: LimitsFallback::Wait,
             limits_share: NonZeroU32::MIN,
+            profiles: Vec::new(),
         }
     }
 }
@@ -211,13 +217,53 @@ impl Settings {
         }
     }
 
+    /// The profile that applies to `host` (a URL's host name or address): the most specific
+    /// of [`Settings::profiles`] whose pattern matches, an exact name before any glob.
+    pub fn profile_for(&self, host: &str) -> Option<&HostProfile> {
+        crate::profile::most_specific(&self.profiles, host).map(|(_, p)| p)
+    }
+
+    /// These settings once per profile, with that profile's timeout and retries in place
+    /// (what a request to one of its hosts is made with).
+    pub(crate) fn profiled(&self) -> Vec<Settings> {
+        self.profiles
+            .iter()
+            .map(|p| {
+                let mut s = self.clone();
+                s.timeout = p.timeout.unwrap_or(self.timeout);
+                s.retry.retries = p.retries.unwrap_or(self.retry.retries);
+                s
+            })
+            .collect()
+    }
+
     /// Check what the field types cannot: every duration that bounds a wait is above zero (a
     /// zero timeout is refused rather than read as "no timeout"),
     /// every rate's period too, `concurrency` and `lookahead` are within bounds a run can hold,
     /// and a JSON request body is JSON. The error names the setting.
     pub fn check(&self) -> Result<(), SettingsError> {
         self.check_bounds()?;
-        self.check_combinations()
+        self.check_combinations()?;
+        self.check_profiles()
+    }
+
+    /// Each profile's pattern once, its timeout and rate periods above zero.
+    fn check_profiles(&self) -> Result<(), SettingsError> {
+        for (i, p) in self.profiles.iter().enumerate() {
+            let fail = |why: &str| {
+                SettingsError::new("hosts", format!("[hosts.\"{}\"]: {why}", p.pattern))
+            };
+            if self.profiles[..i].iter().any(|q| q.pattern == p.pattern) {
+                return Err(fail("given twice"));
+            }
+            if p.timeout.is_some_and(|t| t.is_zero()) {
+                return Err(fail("`timeout` must be greater than zero"));
+            }
+            if p.rates.iter().any(|r| r.per.is_zero()) {
+                return Err(fail("a `rate`'s period must be above zero"));
+            }
+        }
+        Ok(())
     }
 
     /// Sizes and durations the types allow but a run cannot use.

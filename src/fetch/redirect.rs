@@ -13,12 +13,15 @@
 //! - Once a hop leaves the request's origin (scheme, host and port), every credential header
 //!   ([`crate::is_credential_header`]: `Authorization`, `Cookie`, `X-Api-Key`, ...) and any
 //!   `Host` header is dropped for the rest of the chain. No `Referer` is ever added.
+//! - A host profile's headers (`[hosts."pattern"]`) are not part of the chain at all: each
+//!   hop gets those of the profile for its own host, if any (see `Hop::build`).
 //! - A `Location` that is not a URL, a target that is not http(s), or one redirect too many
 //!   (a loop ends this way) end the request with kind `redirect` (never `ok: true`).
 
 use bytes::Bytes;
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, LOCATION, TRANSFER_ENCODING,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, LOCATION,
+    TRANSFER_ENCODING,
 };
 use reqwest::{Method, StatusCode};
 use url::Url;
@@ -34,6 +37,8 @@ pub(super) struct Hop {
     pub method: Method,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
+    /// The spec line's header names: a host profile's headers do not replace them.
+    pub own: Vec<HeaderName>,
 }
 
 impl Hop {
@@ -44,6 +49,7 @@ impl Hop {
             method: request.method(),
             headers: request.headers.clone(),
             body: request.body.as_ref().map(|b| b.bytes()),
+            own: request.own.clone(),
         }
     }
 
@@ -53,10 +59,28 @@ impl Hop {
     /// for the connection to be closed after the response (`Connection: close`, HTTP/1; hyper
     /// drops the header on HTTP/2): it does not sit idle in the pool with its socket and TLS
     /// state. A `Connection` header of the request's own is left as it is.
-    pub(super) fn build(&self, client: &reqwest::Client, close: bool) -> reqwest::RequestBuilder {
+    ///
+    /// The headers of the profile for this hop's host (`settings.profiles`) are added here,
+    /// per hop, never carried to the next: a redirect to a host the profile does not match
+    /// does not see them, a redirect into a matching host gets them.
+    pub(super) fn build(
+        &self,
+        client: &reqwest::Client,
+        close: bool,
+        settings: &Settings,
+    ) -> reqwest::RequestBuilder {
+        let profile = self.url.host_str().and_then(|h| settings.profile_for(h));
+        let headers = match profile {
+            None => self.headers.clone(),
+            Some(p) => {
+                let mut headers = self.headers.clone();
+                p.add_headers(&mut headers, &self.own);
+                headers
+            }
+        };
         let mut builder = client
             .request(self.method.clone(), self.url.clone())
-            .headers(self.headers.clone());
+            .headers(headers);
         if close && !self.headers.contains_key(reqwest::header::CONNECTION) {
             builder = builder.header(
                 reqwest::header::CONNECTION,
@@ -148,6 +172,7 @@ pub(super) fn next(
         method: hop.method.clone(),
         headers: hop.headers.clone(),
         body: hop.body.clone(),
+        own: hop.own.clone(),
     };
     let to_get = status == StatusCode::SEE_OTHER && hop.method != Method::HEAD
         || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)

@@ -30,6 +30,13 @@ impl HostKey {
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host name (or address) alone, as the URL's `host_str` gave it: what a host
+    /// profile's pattern matches.
+    pub(crate) fn name(&self) -> &str {
+        let rest = self.0.split_once("://").map_or(&*self.0, |(_, r)| r);
+        rest.rsplit_once(':').map_or(rest, |(host, _)| host)
+    }
 }
 
 impl fmt::Display for HostKey {
@@ -54,5 +61,8 @@ mod tests {
         assert_eq!(key("http://u:p@127.0.0.1:8080/"), "http://127.0.0.1:8080");
         assert_eq!(key("http://[::1]:9/"), "http://[::1]:9");
         assert_ne!(key("http://a.test/"), key("http://www.a.test/"));
+        let name = |s: &str| HostKey::of(&Url::parse(s).unwrap()).name().to_owned();
+        assert_eq!(name("https://Api.Example.com/x"), "api.example.com");
+        assert_eq!(name("http://[::1]:9/"), "[::1]");
     }
 }

@@ -43,6 +43,7 @@ use self::lease::{LeaseId, LeaseSpec, Reply, Request};
 use self::quota::Quota;
 pub(crate) use self::quota_headers::{Budget, budget};
 use self::state::{Limiter, Sharing, State};
+use crate::profile::HostProfile;
 use crate::settings::{LimitsFallback, LimitsUrl, Settings};
 use crate::units::Rate;
 
@@ -86,6 +87,8 @@ pub(crate) struct Limits {
     pub quota_headers: bool,
     /// `--limits`: quotas and pauses shared through Redis.
     pub shared: Option<SharedLimits>,
+    /// Host profiles: a matching host's per-host rates and cap are its profile's.
+    pub profiles: Vec<HostProfile>,
 }
 
 impl Limits {
@@ -105,14 +108,31 @@ impl Limits {
                 fallback: s.limits_fallback,
                 share: s.limits_share,
             }),
+            profiles: s.profiles.clone(),
         }
     }
 
-    /// The rate additive increase never exceeds: the tightest per-host rate, else the
-    /// tightest global one (a host can never go faster than that anyway).
-    fn adaptive_ceiling(&self) -> Option<f64> {
+    /// The per-host cap and rates of `key`: those its host profile sets, else the run's.
+    fn for_host(&self, key: &HostKey) -> (Option<NonZeroUsize>, &[Rate]) {
+        let cap = self.per_host_concurrency;
+        let rates = self.per_host_rates.as_slice();
+        if self.profiles.is_empty() {
+            return (cap, rates);
+        }
+        match crate::profile::most_specific(&self.profiles, key.name()) {
+            None => (cap, rates),
+            Some((_, p)) => (
+                p.concurrency.or(cap),
+                if p.rates.is_empty() { rates } else { &p.rates },
+            ),
+        }
+    }
+
+    /// The rate additive increase never exceeds: the tightest of the host's per-host `rates`,
+    /// else the tightest global one (a host can never go faster than that anyway).
+    fn adaptive_ceiling(&self, per_host: &[Rate]) -> Option<f64> {
         let tightest = |rates: &[Rate]| rates.iter().map(Rate::per_second).min_by(f64::total_cmp);
-        tightest(&self.per_host_rates).or_else(|| tightest(&self.rates))
+        tightest(per_host).or_else(|| tightest(&self.rates))
     }
 }
 
@@ -215,6 +235,12 @@ impl Gate {
         for rate in &limits.per_host_rates {
             let q = Quota::new(*rate, limits.burst);
             tracing::info!("per-host rate {rate}: burst {}", q.burst());
+        }
+        for p in &limits.profiles {
+            for rate in &p.rates {
+                let q = Quota::new(*rate, limits.burst);
+                tracing::info!("[hosts.\"{}\"] rate {rate}: burst {}", p.pattern, q.burst());
+            }
         }
         let (requests, served) = tokio::sync::mpsc::unbounded_channel();
         let sharing = limits.shared.as_ref().map(|s| Sharing {
@@ -541,7 +567,27 @@ mod tests {
             max_pause: Duration::from_secs(60),
             quota_headers: false,
             shared: None,
+            profiles: Vec::new(),
         }
+    }
+
+    /// A profile's rate and cap replace the per-host ones for its hosts only.
+    #[test]
+    fn a_profile_sets_the_cap_and_rates_of_its_hosts() {
+        let mut l = limits();
+        let mut p = HostProfile::new("*.slow.test".parse().unwrap());
+        p.rates = vec!["2/s".parse().unwrap()];
+        p.concurrency = NonZeroUsize::new(1);
+        l.profiles.push(p);
+        let key = |s: &str| HostKey::of(&url::Url::parse(s).unwrap());
+        let (cap, rates) = l.for_host(&key("http://a.slow.test/"));
+        assert_eq!((cap.map(NonZeroUsize::get), rates.len()), (Some(1), 1));
+        assert_eq!(rates[0].to_string(), "2/s");
+        let (cap, rates) = l.for_host(&key("http://slow.test/"));
+        assert_eq!(
+            (cap.map(NonZeroUsize::get), rates[0].to_string()),
+            (Some(2), "1000/s".into())
+        );
     }
 
     /// Ten thousand distinct hosts come and go; once idle, none of them stays in memory.

@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -190,6 +190,8 @@ impl Recent {
 
 pub(super) struct Host {
     pub(super) quotas: Vec<Limiter>,
+    /// Most requests in flight to this host (`--per-host-concurrency`, or its profile's).
+    pub(super) cap: Option<NonZeroUsize>,
     /// `--adaptive`: the AIMD state and, while the rate is limited, its quota.
     pub(super) aimd: Option<Aimd>,
     pub(super) adaptive_quota: Option<Quota>,
@@ -295,7 +297,6 @@ impl State {
         {
             return None;
         }
-        let cap = self.limits.per_host_concurrency;
         // Not `host_mut`: the global quotas are taken below while `h` is held.
         let h = host_entry(
             &mut self.hosts,
@@ -308,7 +309,7 @@ impl State {
         let free = !h.queued
             && h.waiters.is_empty()
             && h.paused_until.is_none_or(|p| p <= now)
-            && cap.is_none_or(|c| h.in_flight < c.get())
+            && h.cap.is_none_or(|c| h.in_flight < c.get())
             && not_ready(
                 cells(
                     &h.quotas,
@@ -394,11 +395,7 @@ impl State {
             }
             h.paused_until = None;
         }
-        if self
-            .limits
-            .per_host_concurrency
-            .is_some_and(|cap| h.in_flight >= cap.get())
-        {
+        if h.cap.is_some_and(|cap| h.in_flight >= cap.get()) {
             // `release` puts the host back in `ready` when one of its requests ends.
             return;
         }
@@ -494,9 +491,9 @@ pub(super) fn host_entry<'a>(
         } else {
             recent.tats.remove(&recent.hash(key))
         };
+        let (cap, rates) = limits.for_host(key);
         let quotas = match sharing {
-            None => limits
-                .per_host_rates
+            None => rates
                 .iter()
                 .map(|r| {
                     Limiter::Local(match tat {
@@ -505,13 +502,12 @@ pub(super) fn host_entry<'a>(
                     })
                 })
                 .collect(),
-            Some(sharing) if limits.per_host_rates.is_empty() => {
+            Some(sharing) if rates.is_empty() => {
                 let spec = LeaseSpec::pause_watch(sharing.pause_key(key));
                 let id = LeaseId::Host(key.clone(), 0);
                 vec![sharing.limiter(spec, id, None, limits.burst, now)]
             }
-            Some(sharing) => limits
-                .per_host_rates
+            Some(sharing) => rates
                 .iter()
                 .enumerate()
                 .map(|(i, rate)| {
@@ -523,11 +519,11 @@ pub(super) fn host_entry<'a>(
                 })
                 .collect(),
         };
+        let ceiling = limits.adaptive_ceiling(rates);
         Box::new(Host {
             quotas,
-            aimd: limits
-                .adaptive
-                .then(|| Aimd::new(limits.adaptive_ceiling())),
+            cap,
+            aimd: limits.adaptive.then(|| Aimd::new(ceiling)),
             adaptive_quota: None,
             pace: Pace::default(),
             in_flight: 0,

@@ -245,13 +245,15 @@ impl Job {
     ) -> (Outcome, Option<Slot>) {
         let mut slot = Some(slot);
         let method = self.request.method();
+        // The line's host profile sets its timeout and retries.
+        let settings = ctx.settings_for(&self.request.url);
         loop {
             tally.count += 1;
             let last = slot.as_ref().is_some_and(|s| ctx.last_for_host(s));
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),
-                outcome = fetch::attempt(&ctx.client, &ctx.settings, &ctx.redactor, &self.request, last) => outcome,
+                outcome = fetch::attempt(&ctx.client, settings, &ctx.redactor, &self.request, last) => outcome,
             };
             if let Some(slot) = &slot {
                 // Retry-After pauses the host, quota headers pace it; --adaptive adjusts its
@@ -271,7 +273,7 @@ impl Job {
                 status: outcome.status,
                 retry_after: outcome.retry_after.as_deref(),
             };
-            let wait = match ctx.settings.retry.decide(&method, &failure, tally.count) {
+            let wait = match settings.retry.decide(&method, &failure, tally.count) {
                 Decision::Retry(wait) => wait,
                 Decision::GiveUp { retryable } => {
                     return (given_up(outcome, retryable, String::new()), slot);

@@ -83,6 +83,20 @@ pub(crate) struct Context {
     pub skipped: Skipped,
     /// When polling: the outcomes of earlier rounds and runs.
     pub state: Option<State>,
+    /// One `Settings` per host profile (same order as `settings.profiles`), with its timeout
+    /// and retries in place (see [`Context::settings_for`]).
+    pub profiled: Vec<Settings>,
+}
+
+impl Context {
+    /// The settings a request to `url` is made with: those of the most specific host
+    /// profile matching its host, else the run's.
+    pub(crate) fn settings_for(&self, url: &url::Url) -> &Settings {
+        url.host_str()
+            .and_then(|h| crate::profile::most_specific(&self.settings.profiles, h))
+            .and_then(|(i, _)| self.profiled.get(i))
+            .unwrap_or(&self.settings)
+    }
 }
 
 /// The round a dispatcher runs. Every task of the round holds a clone of `guard`: when the
