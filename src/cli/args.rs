@@ -59,6 +59,11 @@ pub(crate) enum Command {
     Config {
         #[command(flatten)]
         options: Box<RunArgs>,
+        /// Show the settings for requests to this host (a name, or a URL): the config file's
+        /// most specific matching [hosts."pattern"] section applied, each value's origin
+        /// naming the section [default: the top-level settings]
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Print a shell completion script (e.g. `fetchall completions bash > /etc/bash_completion.d/fetchall`)
     Completions {
@@ -173,6 +178,18 @@ fn effective(matches: &ArgMatches, file: &ConfigFile) -> Vec<Effective> {
 }
 
 impl Parsed {
+    /// The library's settings and the binary's outputs for `options`, with the config file's
+    /// host sections as profiles, checked; the error says where the bad value came from.
+    pub(crate) fn resolve(
+        &self,
+        options: &RunArgs,
+    ) -> Result<(fetchall::Settings, super::options::Outputs), String> {
+        let (mut settings, outputs) = options.resolve().map_err(|e| self.explain(&e))?;
+        settings.profiles = self.file.profiles()?;
+        settings.check().map_err(|e| self.explain(&e))?;
+        Ok((settings, outputs))
+    }
+
     /// A setting's error as the user can act on it: where the bad value came from (the config
     /// file, an environment variable, or the flag).
     pub(crate) fn explain(&self, e: &fetchall::SettingsError) -> String {
@@ -182,6 +199,10 @@ impl Parsed {
             .find(|x| x.key == e.setting())
             .map(|x| x.origin.as_str());
         match (origin, &self.file.path) {
+            // A host section's error names the section in its message.
+            (None, Some(path)) if e.setting() == "hosts" => {
+                format!("config file {}: {}", path.display(), e.message())
+            }
             (Some("config file"), Some(path)) => format!(
                 "config file {}: `{}`: {}",
                 path.display(),

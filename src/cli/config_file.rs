@@ -8,13 +8,32 @@
 //! `defaults < config file < FETCHALL_* < flags` with nothing merged by hand. An unknown key or
 //! a bad value is one error that names the file and the key; a value of an option that may
 //! hold a credential is never quoted.
+//!
+//! Host sections (`[hosts."api.example.com"]`, `[hosts."*.example.org"]`) are the one table:
+//! each takes the keys of [`HOST_KEYS`], spelled and checked as the top-level keys, and
+//! becomes a `fetchall::HostProfile` (see docs/api.md). They are config-file only: no flag or
+//! environment variable sets a host section.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Command;
 
+use fetchall::{HostPattern, HostProfile, HumanDuration, Rate};
+
 use super::options::is_run_option;
+
+/// The keys a host section takes. Inside `[hosts."pattern"]`, `rate` and `concurrency` are
+/// the host's own (as `per-host-rate` and `per-host-concurrency` are for every host); the
+/// others mean what they mean at the top level, for those hosts only.
+pub(crate) const HOST_KEYS: [&str; 6] = [
+    "header",
+    "rate",
+    "concurrency",
+    "timeout",
+    "retries",
+    "user-agent",
+];
 
 /// Options whose values may hold credentials: their values are never quoted in errors
 /// (`fetchall config` masks credential headers, a proxy or Redis password and inline bodies).
@@ -31,6 +50,30 @@ pub(crate) struct ConfigFile {
     pub(crate) path: Option<PathBuf>,
     /// Each key with its values as text, in the file's order.
     pub(crate) values: Vec<(String, Vec<String>)>,
+    /// The `[hosts."pattern"]` sections, in the file's order.
+    pub(crate) hosts: Vec<HostSection>,
+}
+
+/// One `[hosts."pattern"]` section, its values as text.
+#[derive(Debug, Clone)]
+pub(crate) struct HostSection {
+    pub(crate) pattern: HostPattern,
+    pub(crate) values: Vec<(String, Vec<String>)>,
+}
+
+impl HostSection {
+    /// The section's name as written in a config file: `[hosts."pattern"]`.
+    pub(crate) fn name(&self) -> String {
+        format!("[hosts.{}]", quoted(&self.pattern.to_string()))
+    }
+
+    /// The values of `key`, if the section sets it.
+    pub(crate) fn get(&self, key: &str) -> Option<&[String]> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 /// The config file used when `--config` is not given: `fetchall/config.toml` in the user's
@@ -65,27 +108,41 @@ impl ConfigFile {
             fail(format!("not valid TOML{at}: {}", e.message()))
         })?;
         let mut values = Vec::new();
+        let mut hosts = Vec::new();
         for (key, value) in table {
+            if key == "hosts" {
+                hosts = host_sections(value).map_err(fail)?;
+                continue;
+            }
             if !is_run_option(&key) {
                 return Err(fail(format!("unknown key `{key}`")));
             }
-            let texts = match value {
-                toml::Value::Array(items) => {
-                    items.into_iter().map(scalar).collect::<Option<Vec<_>>>()
-                }
-                other => scalar(other).map(|s| vec![s]),
-            };
-            let texts = texts.ok_or_else(|| {
-                fail(format!(
-                    "`{key}`: expected a string, a number or a boolean (or a list of them)"
-                ))
-            })?;
-            values.push((key, texts));
+            values.push((key.clone(), texts(&key, value).map_err(fail)?));
         }
         Ok(ConfigFile {
             path: Some(path),
             values,
+            hosts,
         })
+    }
+
+    /// The host sections as the library's profiles. Their values were checked by
+    /// [`ConfigFile::install`]; the headers' (and User-Agent's) characters are checked here,
+    /// as `-H` is when the settings are resolved. The error names the section and the key.
+    pub(crate) fn profiles(&self) -> Result<Vec<HostProfile>, String> {
+        self.hosts
+            .iter()
+            .map(|section| {
+                profile(section).map_err(|(key, why)| {
+                    let file = self.path.as_deref().unwrap_or(Path::new("?"));
+                    format!(
+                        "config file {}: {}: `{key}`: {why}",
+                        file.display(),
+                        section.name()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Whether the file sets option `key`.
@@ -104,6 +161,13 @@ impl ConfigFile {
         let bare = cmd.clone().mut_args(|a| a.env(None));
         for (key, texts) in &self.values {
             check(&bare, key, texts).map_err(|m| format!("config file {}: {m}", path.display()))?;
+        }
+        for section in &self.hosts {
+            for (key, texts) in &section.values {
+                check(&bare, key, texts).map_err(|m| {
+                    format!("config file {}: {}: {m}", path.display(), section.name())
+                })?;
+            }
         }
         let set = |cmd: Command| {
             cmd.mut_args(|arg| {
@@ -149,6 +213,110 @@ fn check(cmd: &Command, key: &str, texts: &[String]) -> Result<(), String> {
                 format!("`{key}`: {why}")
             }
         })
+}
+
+/// A key's TOML value as option texts: a scalar, or an array of them.
+fn texts(key: &str, value: toml::Value) -> Result<Vec<String>, String> {
+    let texts = match value {
+        toml::Value::Array(items) => items.into_iter().map(scalar).collect::<Option<Vec<_>>>(),
+        other => scalar(other).map(|s| vec![s]),
+    };
+    texts.ok_or_else(|| {
+        format!("`{key}`: expected a string, a number or a boolean (or a list of them)")
+    })
+}
+
+/// The `hosts` table: one section per pattern, each with only [`HOST_KEYS`].
+fn host_sections(value: toml::Value) -> Result<Vec<HostSection>, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(
+            "`hosts` must be a table of host sections, e.g. [hosts.\"api.example.com\"]".into(),
+        );
+    };
+    let mut sections = Vec::new();
+    for (pattern, section) in table {
+        let shown = format!("[hosts.{}]", quoted(&cut(&pattern)));
+        let pattern: HostPattern = pattern.parse().map_err(|e| format!("{shown}: {e}"))?;
+        let toml::Value::Table(keys) = section else {
+            return Err(format!(
+                "{shown}: expected a table of settings for those hosts"
+            ));
+        };
+        let mut values = Vec::new();
+        for (key, value) in keys {
+            if !HOST_KEYS.contains(&key.as_str()) {
+                let why = if is_run_option(&key) {
+                    "is not a per-host setting"
+                } else {
+                    "is not a key"
+                };
+                return Err(format!(
+                    "{shown}: unknown key `{}` ({why}; a host section takes {})",
+                    cut(&key),
+                    HOST_KEYS.join(", ")
+                ));
+            }
+            values.push((
+                key.clone(),
+                texts(&key, value).map_err(|e| format!("{shown}: {e}"))?,
+            ));
+        }
+        sections.push(HostSection { pattern, values });
+    }
+    Ok(sections)
+}
+
+/// A key or pattern from the file as echoed in an error: at most 100 bytes.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(100);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// A host section as the library's profile, or the key that is wrong and why.
+fn profile(section: &HostSection) -> Result<HostProfile, (&'static str, String)> {
+    let mut p = HostProfile::new(section.pattern.clone());
+    let one = |key: &'static str| section.get(key).and_then(<[String]>::first);
+    for h in section.get("header").unwrap_or_default() {
+        let (name, value) = fetchall::parse_header(h).map_err(|e| ("header", e))?;
+        p.headers.append(name, value);
+    }
+    for r in section.get("rate").unwrap_or_default() {
+        p.rates
+            .push(r.parse::<Rate>().map_err(|e| ("rate", e.to_string()))?);
+    }
+    if let Some(c) = one("concurrency") {
+        p.concurrency = Some(
+            c.trim()
+                .parse()
+                .map_err(|_| ("concurrency", "not a number above 0".to_owned()))?,
+        );
+    }
+    if let Some(t) = one("timeout") {
+        p.timeout = Some(
+            t.parse::<HumanDuration>()
+                .map_err(|e| ("timeout", e.to_string()))?
+                .0,
+        );
+    }
+    if let Some(r) = one("retries") {
+        p.retries = Some(
+            r.trim()
+                .parse()
+                .map_err(|_| ("retries", "not a whole number".to_owned()))?,
+        );
+    }
+    if let Some(ua) = one("user-agent") {
+        p.user_agent =
+            Some(fetchall::parse_header_value("User-Agent", ua).map_err(|e| ("user-agent", e))?);
+    }
+    Ok(p)
 }
 
 /// A TOML scalar as option text; `None` for tables, nested arrays and dates.

@@ -33,11 +33,12 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
             Ok(()) => Exit::Ok,
             Err(e) => report(&e),
         },
-        Some(Command::Config { options }) => {
-            if let Err(e) = options.resolve() {
-                return report(&exit::Message(parsed.explain(&e)));
-            }
-            match show_config::print(&parsed, &mut stdout) {
+        Some(Command::Config { options, host }) => {
+            let settings = match parsed.resolve(options) {
+                Ok((settings, _)) => settings,
+                Err(e) => return report(&exit::Message(e)),
+            };
+            match show_config::print(&parsed, &settings, host.as_deref(), &mut stdout) {
                 Ok(()) => Exit::Ok,
                 Err(e) => report(&e),
             }

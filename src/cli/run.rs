@@ -174,10 +174,7 @@ fn prepare(
         ));
     }
     check_files(&run_files(cli, file))?;
-    let (mut settings, outputs) = cli
-        .options
-        .resolve()
-        .map_err(|e| message(parsed.explain(&e)))?;
+    let (mut settings, outputs) = parsed.resolve(&cli.options).map_err(message)?;
     check_directories(&outputs)?;
     settings.keep_files = file
         .map(Path::to_path_buf)

@@ -4,23 +4,53 @@
 //! library's rule, `fetchall::is_credential_header`, plus `--credential-header` names), a
 //! password in the proxy URL, and inline `--data`/`--json` bodies (a form's password) show as
 //! `****`; an `@FILE` body shows its path.
+//!
+//! With `--host NAME`, the values of the config file's most specific `[hosts."pattern"]`
+//! section for that host replace the top-level ones they override (a section's `rate` and
+//! `concurrency` are shown as `per-host-rate` and `per-host-concurrency`, the options they
+//! stand in for), each origin naming the section.
 
 use std::io::{self, Write};
 
 use fetchall::HeaderName;
 
 use super::args::{Effective, Parsed};
+use super::config_file::HostSection;
 
-/// Write the effective configuration to `out`.
-pub(crate) fn print(parsed: &Parsed, out: &mut dyn Write) -> io::Result<()> {
+/// Write the effective configuration to `out`: the top-level one, or with `host`, the one
+/// requests to that host get (`settings` says which profile applies).
+pub(crate) fn print(
+    parsed: &Parsed,
+    settings: &fetchall::Settings,
+    host: Option<&str>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     writeln!(
         out,
-        "# fetchall's effective configuration: defaults < config file < FETCHALL_* environment < flags"
+        "# fetchall's effective configuration: defaults < config file < FETCHALL_* environment < flags{}",
+        if host.is_some() {
+            " < the host's [hosts.\"pattern\"] section"
+        } else {
+            ""
+        }
     )?;
     match &parsed.file.path {
         Some(f) => writeln!(out, "# config file: {}", f.display())?,
         None => writeln!(out, "# config file: none")?,
     }
+    let section = match host {
+        None => None,
+        Some(host) => {
+            let name = host_name(host);
+            let pattern = settings.profile_for(&name).map(|p| &p.pattern);
+            let section = pattern.and_then(|p| parsed.file.hosts.iter().find(|s| &s.pattern == p));
+            match section {
+                Some(s) => writeln!(out, "# host {name}: {} applies", s.name())?,
+                None => writeln!(out, "# host {name}: no [hosts.\"pattern\"] section matches")?,
+            }
+            section
+        }
+    };
     let marked: Vec<HeaderName> = parsed
         .effective
         .iter()
@@ -29,12 +59,67 @@ pub(crate) fn print(parsed: &Parsed, out: &mut dyn Write) -> io::Result<()> {
         .filter_map(|v| HeaderName::from_bytes(v.trim().as_bytes()).ok())
         .collect();
     for e in &parsed.effective {
+        let over = section.and_then(|s| for_host(e, s, parsed));
+        let e = over.as_ref().unwrap_or(e);
         match toml_value(e, &marked) {
             Some(v) => writeln!(out, "{} = {v}  # {}", e.key, e.origin)?,
             None => writeln!(out, "# {} is not set", e.key)?,
         }
     }
     Ok(())
+}
+
+/// The host in `text`: a URL's host, or the text itself as a name (lower case).
+fn host_name(text: &str) -> String {
+    let text = text.trim();
+    match url::Url::parse(text) {
+        Ok(u) if text.contains("://") => u.host_str().unwrap_or_default().to_owned(),
+        _ => text.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+/// Option `e` as `section` changes it for its hosts, if it does. Headers merge: the
+/// section's replace the top-level ones of the same name.
+fn for_host(e: &Effective, section: &HostSection, parsed: &Parsed) -> Option<Effective> {
+    let key = match e.key.as_str() {
+        "per-host-rate" => "rate",
+        "per-host-concurrency" => "concurrency",
+        "rate" | "concurrency" => return None,
+        other => other,
+    };
+    let values = section.get(key)?;
+    let file = parsed
+        .file
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut origin = format!("{} in {file}", section.name());
+    let mut merged = values.to_vec();
+    if key == "header" {
+        let name = |h: &str| {
+            h.split_once(':')
+                .map(|(n, _)| n.trim().to_ascii_lowercase())
+        };
+        let replaced: Vec<_> = values.iter().filter_map(|h| name(h)).collect();
+        let kept: Vec<String> = e
+            .values
+            .iter()
+            .filter(|h| name(h).is_none_or(|n| !replaced.contains(&n)))
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            origin = format!("{}, then {origin}", e.origin);
+        }
+        merged = kept.into_iter().chain(merged).collect();
+    }
+    Some(Effective {
+        key: e.key.clone(),
+        values: merged,
+        repeats: e.repeats,
+        boolean: e.boolean,
+        origin,
+    })
 }
 
 /// The option's value as TOML (numbers and booleans bare, the rest quoted), masked.
