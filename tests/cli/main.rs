@@ -14,6 +14,7 @@ mod library;
 mod limits;
 mod politeness;
 mod polling;
+mod profiles;
 mod properties;
 mod redis;
 mod resources;
