@@ -89,6 +89,7 @@ mod limit;
 mod output;
 mod paging;
 mod profile;
+mod proxy;
 mod record;
 mod redact;
 mod reorder;

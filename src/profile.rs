@@ -2,12 +2,13 @@
 //!
 //! A [`HostProfile`] is a [`HostPattern`] (an exact host name such as `api.example.com`, or a
 //! glob `*.example.org`) with the values that differ for those hosts: headers, per-host rate
-//! and concurrency, timeout, retries, User-Agent. [`most_specific`] picks the profile of a
+//! and concurrency, timeout, retries, User-Agent, proxy. [`most_specific`] picks the profile of a
 //! host: an exact name beats any glob, and among globs the one with more labels after `*.`
 //! wins (two globs with as many labels that both match a host are the same glob, which
 //! `Settings::check` refuses). `*.example.org` matches `a.example.org` and `a.b.example.org`
 //! but not `example.org` itself. This module does not apply a profile: `fetch` adds its
-//! headers per hop, `limit` its rate and cap per host, the `scheduler` its timeout and retries.
+//! headers and picks its proxy's client per hop, `limit` its rate and cap per host, the
+//! `scheduler` its timeout and retries.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
+use crate::proxy::Proxy;
 use crate::units::Rate;
 
 /// Which hosts a profile applies to: one exact host name (or IP address), or `*.` and a name,
@@ -116,6 +118,9 @@ pub struct HostProfile {
     pub retries: Option<u32>,
     /// The User-Agent sent to these hosts (a `User-Agent` in `headers` wins).
     pub user_agent: Option<HeaderValue>,
+    /// The proxy for requests (each redirect hop) to these hosts, instead of
+    /// `Settings::proxy` or the proxy environment variables (`NO_PROXY` still applies).
+    pub proxy: Option<Proxy>,
 }
 
 impl HostProfile {
@@ -129,6 +134,7 @@ impl HostProfile {
             timeout: None,
             retries: None,
             user_agent: None,
+            proxy: None,
         }
     }
 

@@ -26,13 +26,14 @@ use super::options::is_run_option;
 /// The keys a host section takes. Inside `[hosts."pattern"]`, `rate` and `concurrency` are
 /// the host's own (as `per-host-rate` and `per-host-concurrency` are for every host); the
 /// others mean what they mean at the top level, for those hosts only.
-pub(crate) const HOST_KEYS: [&str; 6] = [
+pub(crate) const HOST_KEYS: [&str; 7] = [
     "header",
     "rate",
     "concurrency",
     "timeout",
     "retries",
     "user-agent",
+    "proxy",
 ];
 
 /// Options whose values may hold credentials: their values are never quoted in errors
@@ -315,6 +316,10 @@ fn profile(section: &HostSection) -> Result<HostProfile, (&'static str, String)>
     if let Some(ua) = one("user-agent") {
         p.user_agent =
             Some(fetchall::parse_header_value("User-Agent", ua).map_err(|e| ("user-agent", e))?);
+    }
+    if let Some(proxy) = one("proxy") {
+        // Parsed here, not by clap: clap's message would quote the URL and its password.
+        p.proxy = Some(proxy.parse::<fetchall::Proxy>().map_err(|e| ("proxy", e))?);
     }
     Ok(p)
 }

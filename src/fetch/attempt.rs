@@ -12,6 +12,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 
 use super::classify::{describe, timed_out};
+use super::client::Clients;
 use super::redirect::{self, Hop, Next};
 use crate::limit::{Budget, budget};
 use crate::record::{ErrorKind, RecordError};
@@ -115,7 +116,7 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, Vec<Stri
 /// body. `--timeout` covers the whole attempt, every hop and the body. `last`: no other
 /// request to its host is known to come, so its connection is not kept (see `Hop::build`).
 pub(crate) async fn attempt(
-    client: &reqwest::Client,
+    client: &Clients,
     settings: &Settings,
     redactor: &Redactor,
     request: &Request,

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use url::Url;
+
 use super::resolve::SystemResolver;
 use crate::error::{Error, SettingsError};
-use crate::settings::Settings;
+use crate::settings::{Proxy, Settings};
 
 /// How long an idle connection stays in the pool (reqwest's default is 90 s).
 const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -15,12 +17,57 @@ const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// Redirects are not followed by the client: `attempt` follows them itself (see `redirect`),
 /// so that every credential header, not only the three reqwest knows, stays with its origin,
 /// and no `Referer` is sent.
-pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
+/// Host profiles with a `proxy` of their own get one more client per distinct proxy (see
+/// [`Clients`]).
+pub(crate) fn client(settings: &Settings) -> Result<Clients, Error> {
     if settings.insecure {
         tracing::warn!(
             "--insecure: TLS certificates are NOT verified; anyone on the path can read and change these requests"
         );
     }
+    let main = build(settings, settings.proxy.as_ref())?;
+    let mut by_proxy: Vec<(Proxy, reqwest::Client)> = Vec::new();
+    for proxy in settings.profiles.iter().filter_map(|p| p.proxy.as_ref()) {
+        if !by_proxy.iter().any(|(p, _)| p == proxy) {
+            by_proxy.push((proxy.clone(), build(settings, Some(proxy))?));
+        }
+    }
+    Ok(Clients { main, by_proxy })
+}
+
+/// The run's HTTP clients: the one for every request, and one per distinct proxy of the host
+/// profiles (reqwest fixes a client's proxies when it is built, and one proxy function for
+/// all would switch off its own `HTTP_PROXY`/`NO_PROXY` handling for every other host). At
+/// most one per profile, built at the start.
+pub(crate) struct Clients {
+    main: reqwest::Client,
+    by_proxy: Vec<(Proxy, reqwest::Client)>,
+}
+
+impl Clients {
+    /// The client for a request (or redirect hop) to `url`: its host profile's proxy's, if it
+    /// has one, else the run's.
+    pub(crate) fn for_url(&self, url: &Url, settings: &Settings) -> &reqwest::Client {
+        if self.by_proxy.is_empty() {
+            return &self.main;
+        }
+        let proxy = url
+            .host_str()
+            .and_then(|h| settings.profile_for(h))
+            .and_then(|p| p.proxy.as_ref());
+        match proxy {
+            Some(proxy) => self
+                .by_proxy
+                .iter()
+                .find(|(p, _)| p == proxy)
+                .map_or(&self.main, |(_, c)| c),
+            None => &self.main,
+        }
+    }
+}
+
+/// One client, through `proxy` (else the proxy environment variables).
+fn build(settings: &Settings, proxy: Option<&Proxy>) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
         .timeout(settings.timeout)
@@ -41,7 +88,7 @@ pub(crate) fn client(settings: &Settings) -> Result<reqwest::Client, Error> {
         .dns_resolver(Arc::new(SystemResolver));
     // Without --proxy, reqwest reads HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY itself;
     // an explicit proxy replaces those, but NO_PROXY still applies to it (as with curl).
-    if let Some(proxy) = &settings.proxy {
+    if let Some(proxy) = proxy {
         let proxy = reqwest::Proxy::all(proxy.url().clone())
             .map_err(|e| {
                 let message = super::classify::chain_message(&e);

@@ -14,4 +14,4 @@ mod redirect;
 mod resolve;
 
 pub(crate) use self::attempt::{Outcome, attempt};
-pub(crate) use self::client::client;
+pub(crate) use self::client::{Clients, client};

@@ -26,6 +26,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::client::Clients;
 use crate::redact::{Redactor, bounded};
 use crate::request::Request;
 use crate::settings::Settings;
@@ -65,10 +66,12 @@ impl Hop {
     /// does not see them, a redirect into a matching host gets them.
     pub(super) fn build(
         &self,
-        client: &reqwest::Client,
+        client: &Clients,
         close: bool,
         settings: &Settings,
     ) -> reqwest::RequestBuilder {
+        // The client of this hop's host's proxy (see `Clients`).
+        let client = client.for_url(&self.url, settings);
         let profile = self.url.host_str().and_then(|h| settings.profile_for(h));
         let headers = match profile {
             None => self.headers.clone(),

@@ -59,7 +59,7 @@ pub(crate) fn alive_bound(settings: &Settings) -> usize {
 
 /// What every request task shares.
 pub(crate) struct Context {
-    pub client: reqwest::Client,
+    pub client: crate::fetch::Clients,
     pub settings: Settings,
     /// How URLs and messages are shown (`settings.mask_params`).
     pub redactor: Arc<Redactor>,

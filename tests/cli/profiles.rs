@@ -139,6 +139,10 @@ fn bad_host_sections_stop_before_anything_is_created() {
             "given twice",
         ),
         ("hosts = 3\n", "`hosts` must be a table"),
+        (
+            "[hosts.\"api.localhost\"]\nproxy = \"sock5://u:s3cret@p.localhost:1\"\n",
+            "`proxy`: unsupported proxy scheme",
+        ),
     ];
     for (text, says) in cases {
         let (dir, path) = config(text);
@@ -369,4 +373,65 @@ async fn the_library_takes_profiles_directly() {
     got.sort_by_key(|(seq, _)| *seq);
     assert_eq!(got[0].1["x-api-key"], "k1");
     assert!(got[1].1.get("x-api-key").is_none());
+}
+
+/// A profile's proxy carries the requests to its hosts, hop by hop: server B plays the proxy
+/// of `proxied.localhost`, and only the hops to that host reach it.
+#[test]
+fn a_profiles_proxy_carries_its_hosts_hops_only() {
+    let target = Server::start_in_background();
+    let proxy = Server::start_in_background();
+    let (_dir, path) = config(&format!(
+        "[hosts.\"proxied.localhost\"]\nproxy = \"http://u:pr0xypw@127.0.0.1:{}\"\n",
+        proxy.addr.port()
+    ));
+    let to = |host: &str| at(&target, host, "/headers");
+    let input = [
+        to("proxied.localhost"),
+        to("direct.localhost"),
+        format!(
+            "{}?to={}",
+            at(&target, "direct.localhost", "/redirect"),
+            to("proxied.localhost")
+        ),
+        format!(
+            "{}?to={}",
+            at(&target, "proxied.localhost", "/redirect"),
+            to("direct.localhost")
+        ),
+    ]
+    .join("\n");
+    let out = run(&["--config", arg(&path)], &input);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = by_seq(records(&out.stdout));
+    // Basic auth for the proxy goes to the proxy only.
+    let proxied = seen(&recs[0]);
+    assert!(proxied.contains_key("proxy-authorization"), "{proxied:?}");
+    assert!(!seen(&recs[1]).contains_key("proxy-authorization"));
+    assert!(seen(&recs[3]).get("proxy-authorization").is_none());
+    assert_eq!((proxy.requests(), target.requests()), (3, 3));
+    let shown = run(
+        &[
+            "config",
+            "--config",
+            arg(&path),
+            "--host",
+            "proxied.localhost",
+        ],
+        "",
+    );
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    assert!(
+        shown.contains(&format!(
+            "proxy = \"http://u:****@127.0.0.1:{}/\"",
+            proxy.addr.port()
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("pr0xypw"));
 }
