@@ -331,7 +331,9 @@ async fn drive(
             biased;
             () = stop.cancelled() => break,
             () = records.closed() => break,
-            () = tokio::time::sleep_until(at) => {}
+            // To the microsecond: tokio's timer would start every round a millisecond or two
+            // late.
+            () = crate::limit::wait_until(at.into_std()) => {}
         }
     }
     if let Some(state) = &ctx.state
