@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -233,6 +234,7 @@ fn launch(
         skipped: Skipped::default(),
         state,
         profiled,
+        more_rounds: std::sync::atomic::AtomicBool::new(false),
     });
     let skipped = ctx.skipped.clone();
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
@@ -270,6 +272,11 @@ async fn drive(
         if ctx.state.is_some() {
             tracing::debug!("round {index} starts");
         }
+        // A host's last request of this round is not its last of the run when a round
+        // follows: its connection stays open for it (see `Context::last_for_host`).
+        let more = count.is_none_or(|n| index + 1 < n);
+        ctx.more_rounds.store(more, Ordering::Relaxed);
+        ctx.input_done.store(false, Ordering::Relaxed);
         let source = match rounds.next().await {
             Ok(source) => source,
             Err(e) => {
@@ -326,7 +333,9 @@ async fn drive(
             biased;
             () = stop.cancelled() => break,
             () = records.closed() => break,
-            () = tokio::time::sleep_until(at) => {}
+            // To the microsecond: tokio's timer would start every round a millisecond or two
+            // late.
+            () = crate::limit::wait_until(at.into_std()) => {}
         }
     }
     if let Some(state) = &ctx.state

@@ -47,6 +47,15 @@ use crate::profile::HostProfile;
 use crate::settings::{LimitsFallback, LimitsUrl, Settings};
 use crate::units::Rate;
 
+/// Wait until `deadline`, to within microseconds rather than the ~2 ms of tokio's timer (see
+/// `timer`): for a schedule that is not a limit, like the start of a polling round.
+pub(crate) async fn wait_until(deadline: Instant) {
+    // The interval only caps the final spin (a quarter of it): 1 ms at most.
+    timer::PreciseTimer::new()
+        .wait_until(deadline, Duration::from_millis(4))
+        .await;
+}
+
 /// Check that the Redis of `--limits` can be used (reached, and runs scripts). Without the
 /// `redis` feature, `Settings::check` has refused `--limits` already.
 #[cfg(feature = "redis")]

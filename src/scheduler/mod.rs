@@ -75,7 +75,7 @@ pub(crate) struct Context {
     pub hard: CancellationToken,
     /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
     pub alive: Arc<Semaphore>,
-    /// The dispatcher has read the whole input.
+    /// The dispatcher has read the whole input (of the round it runs).
     pub input_done: AtomicBool,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
     pub _finished: DropGuard,
@@ -83,6 +83,9 @@ pub(crate) struct Context {
     pub skipped: Skipped,
     /// When polling: the outcomes of earlier rounds and runs.
     pub state: Option<State>,
+    /// Another round follows the one running: every host will be asked again, so no request
+    /// is its host's last and connections are kept for the next round.
+    pub more_rounds: AtomicBool,
     /// One `Settings` per host profile (same order as `settings.profiles`), with its timeout
     /// and retries in place (see [`Context::settings_for`]).
     pub profiled: Vec<Settings>,
@@ -201,9 +204,11 @@ impl Context {
     /// Whether a request just admitted with `slot` is the last one to its host as far as
     /// anyone can know: nothing of its host waits in the gate, and the dispatcher has read
     /// the whole input or as far ahead as the lookahead lets it (so every request it will
-    /// hold for a while is in the gate). Its connection is then not kept for reuse.
+    /// hold for a while is in the gate), and no round follows this one. Its connection is
+    /// then not kept for reuse.
     pub(crate) fn last_for_host(&self, slot: &Slot) -> bool {
-        slot.alone()
+        !self.more_rounds.load(Ordering::Relaxed)
+            && slot.alone()
             && (self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0)
     }
 }

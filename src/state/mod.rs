@@ -208,16 +208,41 @@ impl State {
     }
 }
 
-/// Most messages handled in one transaction.
+/// Most messages taken from the queue at once.
 const BATCH: usize = 1024;
+/// Most outcomes written in one transaction. While the queue keeps messages coming, one
+/// transaction spans several batches: with hashed keys each write dirties a page of its own,
+/// and a page changed twice in one transaction is written to the log once.
+const COMMIT_PUTS: usize = 8192;
 
 /// The state thread: answer lookups and batch writes into transactions until it is closed
-/// (or every sender is gone). A write that fails stops the writing (logged at once, reported
-/// at the close); lookups then answer "not seen", so the run goes on without state.
+/// (or every sender is gone). A transaction is committed when the queue runs dry, after
+/// [`COMMIT_PUTS`] writes, and at the close, so a kill loses at most that much and never
+/// leaves a torn write. A write that fails stops the writing (logged at once, reported at the
+/// close); lookups then answer "not seen", so the run goes on without state.
 fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     let mut failed: Option<String> = None;
     let mut batch = Vec::with_capacity(64);
-    while let Some(first) = rx.blocking_recv() {
+    // Writes in the open transaction, if one is open.
+    let mut open: Option<usize> = None;
+    loop {
+        let first = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(_) => {
+                // The queue ran dry: commit what is written before waiting.
+                if open.take().is_some()
+                    && failed.is_none()
+                    && let Err(e) = store.commit()
+                {
+                    tracing::error!("state: {e}; outcomes from here on are not remembered");
+                    failed = Some(e);
+                }
+                match rx.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                }
+            }
+        };
         batch.clear();
         batch.push(first);
         while batch.len() < BATCH {
@@ -233,11 +258,27 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
             },
             None => None,
         };
-        if failed.is_none()
-            && let Err(e) = store.apply(&mut batch)
-        {
-            tracing::error!("state: {e}; outcomes from here on are not remembered");
-            failed = Some(e);
+        if failed.is_none() {
+            let result = match open {
+                Some(_) => Ok(()),
+                None => store.begin(),
+            }
+            .and_then(|()| store.apply(&mut batch))
+            .and_then(|puts| {
+                let puts = open.unwrap_or(0) + puts;
+                if puts >= COMMIT_PUTS || closing.is_some() {
+                    open = None;
+                    store.commit()
+                } else {
+                    open = Some(puts);
+                    Ok(())
+                }
+            });
+            if let Err(e) = result {
+                tracing::error!("state: {e}; outcomes from here on are not remembered");
+                failed = Some(e);
+                open = None;
+            }
         }
         if let Some(reply) = closing {
             let result = match failed.take() {
@@ -248,12 +289,18 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
             return;
         }
     }
+    if open.is_some() && failed.is_none() {
+        // Every sender is gone without a close: keep what was written.
+        if let Err(e) = store.commit() {
+            tracing::error!("state: {e}");
+        }
+    }
 }
 
 impl store::Store {
-    /// Handle a batch of lookups and writes in one transaction.
-    fn apply(&mut self, batch: &mut Vec<Msg>) -> Result<(), String> {
-        self.begin()?;
+    /// Handle a batch of lookups and writes in the open transaction; how many writes.
+    fn apply(&mut self, batch: &mut Vec<Msg>) -> Result<usize, String> {
+        let mut puts = 0;
         for msg in batch.drain(..) {
             match msg {
                 Msg::Lookup(key, reply) => {
@@ -264,11 +311,14 @@ impl store::Store {
                     outcome,
                     changed,
                     at,
-                } => self.put(&key, &outcome, changed, &at)?,
+                } => {
+                    self.put(&key, &outcome, changed, &at)?;
+                    puts += 1;
+                }
                 Msg::Close(_) => {}
             }
         }
-        self.commit()
+        Ok(puts)
     }
 }
 

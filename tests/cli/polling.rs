@@ -27,12 +27,15 @@ struct Seen {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     arrivals: Mutex<Vec<Instant>>,
+    /// For each request in arrival order: whether it asked to close its connection.
+    closes: Mutex<Vec<bool>>,
 }
 
 /// `/r/{n}`: resource n with an ETag and a Last-Modified; resource 0 gets a new version every
 /// `every_k` requests to the server (0: never). `/plain/{n}`: the same bytes every time, no
 /// validators (a server that ignores conditionals). `/slow/{n}`: like `/r/{n}`, 50 ms late.
 /// `/busy/{n}`: like `/r/{n}`, but the server's first request gets 429 with Retry-After: 1.
+/// `/limited/{n}`: like `/r/{n}`, but the server's first request gets a bare 429.
 struct Watch {
     addr: SocketAddr,
     seen: Arc<Seen>,
@@ -76,6 +79,11 @@ impl Watch {
 async fn serve(State((seen, every_k)): State<(Arc<Seen>, usize)>, req: Request) -> Response {
     let index = seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.arrivals.lock().unwrap().push(Instant::now());
+    let close = req
+        .headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    seen.closes.lock().unwrap().push(close);
     let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let (path, headers) = (req.uri().path().to_owned(), req.headers().clone());
@@ -100,6 +108,10 @@ async fn answer(
     if kind == "busy" && index == 0 {
         // The first request of the run is asked to come back in a second.
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response();
+    }
+    if kind == "limited" && index == 0 {
+        // The first request of the run is told it came too fast (no Retry-After: no pause).
+        return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
     if kind == "slow" {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -528,26 +540,116 @@ fn limits_hold_across_a_round_boundary() {
         &server.urls("slow", 30),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(records(&out.stdout).len(), 90);
+    let records = records(&out.stdout);
+    assert_eq!(records.len(), 90);
     assert!(
         text(&out.stderr).contains("schedule slipped"),
         "{}",
         text(&out.stderr)
     );
+    // The hosts are asked again next round: no request of rounds 0 and 1 closes its
+    // connection (a round ending with closed connections makes the next one reconnect, and
+    // the first requests after a reconnect reach the server bunched).
+    let closes = server.seen.closes.lock().unwrap().clone();
+    assert_eq!(closes.len(), 90);
+    assert!(
+        closes[..60].iter().all(|close| !close),
+        "Connection: close before the last round: {closes:?}"
+    );
+    let starts = crate::support::start_times(&records);
     let arrivals = server.seen.arrivals.lock().unwrap().clone();
     let t0 = arrivals[0];
     let mut secs: Vec<f64> = arrivals.iter().map(|t| (*t - t0).as_secs_f64()).collect();
     secs.sort_by(f64::total_cmp);
     for w in [0.1, 0.25, 0.5, 1.0] {
-        let most = max_in_window_f(&secs, w);
-        // burst + rate * W, and one for a window's two closed ends.
-        let bound = 1.0 + 40.0 * w + 1.0;
+        // Client side, where the limiter acts: burst + rate * W, exactly.
+        let bound = 1.0 + 40.0 * w;
+        let client = max_in_window_f(&starts, w);
         assert!(
-            most as f64 <= bound,
-            "{most} arrivals in {w} s (bound {bound})"
+            client as f64 <= bound,
+            "{client} starts in {w} s (bound {bound})"
+        );
+        // Server side, after loopback: the suite's allowance for arrival jitter.
+        let loose = 1.0 + 40.0 * (w + crate::support::ARRIVAL_JITTER);
+        let most = max_in_window_f(&secs, w);
+        assert!(
+            most as f64 <= loose,
+            "{most} arrivals in {w} s (bound {loose})"
         );
     }
     assert!(server.seen.max_in_flight.load(Ordering::SeqCst) <= 2);
+}
+
+#[test]
+fn an_adaptive_rate_cut_carries_over_into_the_next_round() {
+    // Round 0's first request gets a 429: --adaptive halves 20/s to 10/s, and each of the
+    // round's 9 successes adds 0.05/s. Round 1 starts after an idle gap, at that rate, not
+    // at the configured 20/s (where its 10 requests would take 0.45 s).
+    let server = Watch::start(0);
+    let out = run(
+        &[
+            "--every",
+            "1500ms",
+            "--rounds",
+            "2",
+            "--rate",
+            "20/s",
+            "--burst",
+            "1",
+            "--adaptive",
+            "--retries",
+            "0",
+        ],
+        &server.urls("limited", 10),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let records = records(&out.stdout);
+    assert_eq!(records.len(), 20);
+    assert_eq!(
+        records.iter().filter(|r| r["status"] == 429).count(),
+        1,
+        "one 429, in round 0"
+    );
+    let round1: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| r["round"] == 1)
+        .cloned()
+        .collect();
+    assert_eq!(round1.len(), 10);
+    // The slowest the rate can be raised back to by the end of round 1: 10 + 19 * 0.05.
+    let ceiling = 10.0 + 19.0 * 0.05;
+    for r in &round1 {
+        let rate = r["host_rate"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            (10.0..=ceiling + 1e-9).contains(&rate),
+            "round 1 at host_rate {rate}: {r}"
+        );
+    }
+    // Client side, where the limiter acts: the lowered rate's exact bound.
+    let starts = crate::support::start_times(&round1);
+    // Server side: round 1's arrivals (rounds never overlap; nothing is retried).
+    let arrivals = server.seen.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 20);
+    let mut secs: Vec<f64> = arrivals[10..]
+        .iter()
+        .map(|t| (*t - arrivals[10]).as_secs_f64())
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    for w in [0.25, 0.5] {
+        let bound = 1.0 + ceiling * w;
+        let client = max_in_window_f(&starts, w);
+        assert!(
+            client as f64 <= bound,
+            "{client} starts in {w} s (bound {bound})"
+        );
+        let loose = 1.0 + ceiling * (w + crate::support::ARRIVAL_JITTER);
+        let most = max_in_window_f(&secs, w);
+        assert!(
+            most as f64 <= loose,
+            "{most} arrivals in {w} s (bound {loose}; at 20/s it would be {})",
+            1.0 + 20.0 * w
+        );
+    }
 }
 
 #[test]
