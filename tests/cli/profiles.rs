@@ -143,6 +143,15 @@ fn bad_host_sections_stop_before_anything_is_created() {
             "[hosts.\"api.localhost\"]\nproxy = \"sock5://u:s3cret@p.localhost:1\"\n",
             "`proxy`: unsupported proxy scheme",
         ),
+        // A pattern that could never match a URL's host is refused, not left idle.
+        (
+            "[hosts.\"api.localhost:8080\"]\nretries = 1\n",
+            "a pattern has no port",
+        ),
+        (
+            "[hosts.\"*.127.0.0.1\"]\nretries = 1\n",
+            "a glob needs a name",
+        ),
     ];
     for (text, says) in cases {
         let (dir, path) = config(text);
@@ -346,6 +355,41 @@ user-agent = "probe/1"
         none.contains("no [hosts.\"pattern\"] section matches"),
         "{none}"
     );
+}
+
+/// `config --host` takes a host name, an address or a URL; anything else (empty, a URL
+/// without a host, a glob, a name longer than DNS allows, a line break) is one line on stderr
+/// and exit 2, without echoing the text. An IPv6 address or an internationalised name is
+/// shown in the form a URL's host takes, and so matches its section.
+#[test]
+fn config_host_refuses_what_is_not_a_host() {
+    let (_dir, path) =
+        config("[hosts.\"::1\"]\nretries = 1\n[hosts.\"*.bücher.test\"]\nretries = 2\n");
+    let long = "a".repeat(300);
+    for bad in ["", "http://", "*.localhost", &long, "evil\nheader = \"x\""] {
+        let out = run(&["config", "--config", arg(&path), "--host", bad], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("evil") && !err.contains(&long), "{err}");
+    }
+    for (host, shown, section) in [
+        ("::1", "[::1]", "[hosts.\"[::1]\"]"),
+        ("http://[::1]:9/", "[::1]", "[hosts.\"[::1]\"]"),
+        (
+            "a.Bücher.test",
+            "a.xn--bcher-kva.test",
+            "[hosts.\"*.xn--bcher-kva.test\"]",
+        ),
+    ] {
+        let out = run(&["config", "--config", arg(&path), "--host", host], "");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("# host {shown}: {section} applies")),
+            "{host}: {text}"
+        );
+    }
 }
 
 /// Library users build profiles without the CLI: `HostProfile` in `Settings::profiles`.
