@@ -61,18 +61,13 @@ impl Hop {
     /// drops the header on HTTP/2): it does not sit idle in the pool with its socket and TLS
     /// state. A `Connection` header of the request's own is left as it is.
     ///
-    /// The headers of the profile for this hop's host (`settings.profiles`) are added here,
+    /// The headers of the profile for this hop's host (`Clients::profile_for`) are added here,
     /// per hop, never carried to the next: a redirect to a host the profile does not match
     /// does not see them, a redirect into a matching host gets them.
-    pub(super) fn build(
-        &self,
-        client: &Clients,
-        close: bool,
-        settings: &Settings,
-    ) -> reqwest::RequestBuilder {
+    pub(super) fn build(&self, client: &Clients, close: bool) -> reqwest::RequestBuilder {
+        let profile = client.profile_for(&self.url);
         // The client of this hop's host's proxy (see `Clients`).
-        let client = client.for_url(&self.url, settings);
-        let profile = self.url.host_str().and_then(|h| settings.profile_for(h));
+        let client = client.for_url(&self.url);
         let headers = match profile {
             None => self.headers.clone(),
             Some(p) => {

@@ -83,9 +83,10 @@ pub(crate) struct Context {
     pub skipped: Skipped,
     /// When polling: the outcomes of earlier rounds and runs.
     pub state: Option<State>,
-    /// One `Settings` per host profile (same order as `settings.profiles`), with its timeout
-    /// and retries in place (see [`Context::settings_for`]).
-    pub profiled: Vec<Settings>,
+    /// The settings of the host profiles' requests, with their timeout and retries in
+    /// place, and for each profile (same order as `settings.profiles`) the index of its own
+    /// (see [`Settings::profiled`] and [`Context::settings_for`]).
+    pub profiled: (Vec<Settings>, Vec<usize>),
 }
 
 impl Context {
@@ -94,7 +95,8 @@ impl Context {
     pub(crate) fn settings_for(&self, url: &url::Url) -> &Settings {
         url.host_str()
             .and_then(|h| crate::profile::most_specific(&self.settings.profiles, h))
-            .and_then(|(i, _)| self.profiled.get(i))
+            .and_then(|(i, _)| self.profiled.1.get(i))
+            .and_then(|&j| self.profiled.0.get(j))
             .unwrap_or(&self.settings)
     }
 }
