@@ -55,25 +55,44 @@ impl HostPattern {
 impl FromStr for HostPattern {
     type Err = String;
 
+    /// The name is read as a URL's host is (`url::Host::parse`), so it is compared in the
+    /// form `Url::host_str` gives: lower case, an internationalised name in its `xn--` form,
+    /// an IPv4 address in dotted form, an IPv6 address in brackets (`::1` is taken as `[::1]`).
+    /// A port, or anything else a URL's host cannot hold, is refused: such a pattern would
+    /// never match.
     fn from_str(s: &str) -> Result<HostPattern, String> {
-        let text = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let fail = |why: &str| {
+            format!(
+                "`{}` is not a host name or a glob `*.name` ({why})",
+                crate::redact::one_line(&crate::redact::bounded(s, 100))
+            )
+        };
+        let text = s.trim().trim_end_matches('.');
         let (glob, name) = match text.strip_prefix("*.") {
             Some(rest) => (true, rest),
-            None => (false, text.as_str()),
+            None => (false, text),
         };
-        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._[]:".contains(c);
-        if name.is_empty()
-            || name.starts_with('.')
-            || name.contains("..")
-            || !name.chars().all(allowed)
-        {
-            return Err(format!(
-                "`{}` is not a host name or a glob `*.name` (a `*` only as the whole first label)",
-                crate::redact::bounded(s, 100)
-            ));
+        if name.is_empty() || name.starts_with('.') || name.contains("..") {
+            return Err(fail("an empty label"));
+        }
+        if name.contains('*') {
+            return Err(fail("a `*` only as the whole first label"));
+        }
+        let host = match name.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => url::Host::Ipv6(v6),
+            Err(_) => url::Host::parse(name).map_err(|e| {
+                if name.contains(':') && !name.starts_with('[') {
+                    fail("a pattern has no port: it matches the host on every port")
+                } else {
+                    fail(&e.to_string())
+                }
+            })?,
+        };
+        if glob && !matches!(host, url::Host::Domain(_)) {
+            return Err(fail("a glob needs a name, not an IP address"));
         }
         Ok(HostPattern {
-            name: name.to_owned(),
+            name: host.to_string(),
             glob,
         })
     }
@@ -200,6 +219,10 @@ mod tests {
             "a..b",
             "ex ample.org",
             "*.*.org",
+            "api.example.org:8080",
+            "*.127.0.0.1",
+            "a/b",
+            "a\nb",
         ] {
             assert!(bad.parse::<HostPattern>().is_err(), "{bad}");
         }
@@ -209,6 +232,25 @@ mod tests {
                 .unwrap()
                 .matches("127.0.0.1")
         );
+    }
+
+    /// A pattern is read as a URL's host is, so that it matches what `Url::host_str` gives:
+    /// one that could never match (a port, `::1` without brackets) is not left silently idle.
+    #[test]
+    fn patterns_take_the_form_of_a_urls_host() {
+        let host = |s: &str| url::Url::parse(s).unwrap().host_str().unwrap().to_owned();
+        for (pattern, url) in [
+            ("::1", "http://[::1]:9/"),
+            ("[::1]", "http://[0:0:0:0:0:0:0:1]/"),
+            ("127.1", "http://127.0.0.1/"),
+            ("Bücher.example", "http://bücher.example/"),
+            ("*.bücher.example", "http://a.BÜCHER.example/"),
+        ] {
+            let p: HostPattern = pattern.parse().unwrap();
+            assert!(p.matches(&host(url)), "{pattern} {url}");
+        }
+        let e = "api.example.org:8080".parse::<HostPattern>().unwrap_err();
+        assert!(e.contains("no port"), "{e}");
     }
 
     #[test]

@@ -224,18 +224,41 @@ impl Settings {
         crate::profile::most_specific(&self.profiles, host).map(|(_, p)| p)
     }
 
-    /// These settings once per profile, with that profile's timeout and retries in place
-    /// (what a request to one of its hosts is made with).
-    pub(crate) fn profiled(&self) -> Vec<Settings> {
-        self.profiles
-            .iter()
-            .map(|p| {
-                let mut s = self.clone();
-                s.timeout = p.timeout.unwrap_or(self.timeout);
-                s.retry.retries = p.retries.unwrap_or(self.retry.retries);
+    /// What a request to a profile's hosts is made with: these settings once per distinct
+    /// (timeout, retries) of the profiles, with those in place and without the profiles
+    /// (requests find theirs in `fetch::Clients`; a copy of all per profile would grow with
+    /// the square of their number), and for each profile the index of its settings.
+    pub(crate) fn profiled(&self) -> (Vec<Settings>, Vec<usize>) {
+        let mut variants: Vec<(Duration, u32)> = Vec::new();
+        let mut index = Vec::with_capacity(self.profiles.len());
+        let mut seen = std::collections::HashMap::new();
+        for p in &self.profiles {
+            let v = (
+                p.timeout.unwrap_or(self.timeout),
+                p.retries.unwrap_or(self.retry.retries),
+            );
+            index.push(*seen.entry(v).or_insert_with(|| {
+                variants.push(v);
+                variants.len() - 1
+            }));
+        }
+        if variants.is_empty() {
+            return (Vec::new(), index);
+        }
+        let base = Settings {
+            profiles: Vec::new(),
+            ..self.clone()
+        };
+        let settings = variants
+            .into_iter()
+            .map(|(timeout, retries)| {
+                let mut s = base.clone();
+                s.timeout = timeout;
+                s.retry.retries = retries;
                 s
             })
-            .collect()
+            .collect();
+        (settings, index)
     }
 
     /// Check what the field types cannot: every duration that bounds a wait is above zero (a
@@ -250,11 +273,12 @@ impl Settings {
 
     /// Each profile's pattern once, its timeout and rate periods above zero.
     fn check_profiles(&self) -> Result<(), SettingsError> {
-        for (i, p) in self.profiles.iter().enumerate() {
+        let mut patterns = std::collections::HashSet::new();
+        for p in &self.profiles {
             let fail = |why: &str| {
                 SettingsError::new("hosts", format!("[hosts.\"{}\"]: {why}", p.pattern))
             };
-            if self.profiles[..i].iter().any(|q| q.pattern == p.pattern) {
+            if !patterns.insert(&p.pattern) {
                 return Err(fail("given twice"));
             }
             if p.timeout.is_some_and(|t| t.is_zero()) {
@@ -484,6 +508,27 @@ impl fmt::Debug for CaCerts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings requests to profiled hosts are made with grow with the distinct
+    /// (timeout, retries) pairs, not with the square of the profiles (each used to carry a
+    /// copy of them all: 26,000 sections of a 1 MiB config file took 23 GB).
+    #[test]
+    fn profiled_settings_are_one_per_distinct_timeout_and_retries() {
+        let mut s = Settings::default();
+        for i in 0..2000 {
+            let mut p = crate::HostProfile::new(format!("h{i}.test").parse().unwrap());
+            p.retries = Some(i % 2);
+            s.profiles.push(p);
+        }
+        s.check().unwrap();
+        let (variants, index) = s.profiled();
+        assert_eq!(variants.len(), 2);
+        assert!(variants.iter().all(|v| v.profiles.is_empty()));
+        assert_eq!(index.len(), 2000);
+        assert_eq!(variants[index[3]].retry.retries, 1);
+        assert_eq!(variants[index[4]].retry.retries, 0);
+        assert_eq!(variants[index[4]].timeout, s.timeout);
+    }
 
     #[test]
     fn the_defaults_pass_the_check() {

@@ -34,6 +34,9 @@ pub(crate) async fn execute(parsed: Parsed) -> Exit {
             Err(e) => report(&e),
         },
         Some(Command::Config { options, host }) => {
+            if let Some(Err(e)) = host.as_deref().map(show_config::host_name) {
+                return report(&exit::Message(e));
+            }
             let settings = match parsed.resolve(options) {
                 Ok((settings, _)) => settings,
                 Err(e) => return report(&exit::Message(e)),

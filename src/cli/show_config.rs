@@ -25,6 +25,8 @@ pub(crate) fn print(
     host: Option<&str>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    // `host` was checked by `host_name` before (see `cli::execute`).
+    let host = host.and_then(|h| host_name(h).ok());
     writeln!(
         out,
         "# fetchall's effective configuration: defaults < config file < FETCHALL_* environment < flags{}",
@@ -40,8 +42,7 @@ pub(crate) fn print(
     }
     let section = match host {
         None => None,
-        Some(host) => {
-            let name = host_name(host);
+        Some(name) => {
             let pattern = settings.profile_for(&name).map(|p| &p.pattern);
             let section = pattern.and_then(|p| parsed.file.hosts.iter().find(|s| &s.pattern == p));
             match section {
@@ -69,13 +70,26 @@ pub(crate) fn print(
     Ok(())
 }
 
-/// The host in `text`: a URL's host, or the text itself as a name (lower case).
-fn host_name(text: &str) -> String {
+/// The host in `text` (`config --host`): a URL's host, or the text as a host name or
+/// address, in the form a URL's host takes (lower case, `xn--`, `[::1]`). Anything else,
+/// including an empty text, a glob or a URL without a host, is an error that does not echo
+/// the text (it may be long, or hold a URL's password); so is a name longer than DNS allows.
+pub(crate) fn host_name(text: &str) -> Result<String, String> {
     let text = text.trim();
-    match url::Url::parse(text) {
-        Ok(u) if text.contains("://") => u.host_str().unwrap_or_default().to_owned(),
-        _ => text.trim_end_matches('.').to_ascii_lowercase(),
-    }
+    let host = if text.contains("://") {
+        url::Url::parse(text)
+            .ok()
+            .and_then(|u| u.host_str().filter(|h| !h.is_empty()).map(str::to_owned))
+    } else if text.starts_with('*') {
+        None
+    } else {
+        text.parse::<fetchall::HostPattern>()
+            .ok()
+            .map(|p| p.to_string())
+    };
+    // 253 bytes: the longest name DNS can carry.
+    host.filter(|h| h.len() <= 253)
+        .ok_or_else(|| "--host: expected a host name, an IP address or a URL with a host".into())
 }
 
 /// Option `e` as `section` changes it for its hosts, if it does. Headers merge: the

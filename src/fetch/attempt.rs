@@ -130,11 +130,7 @@ pub(crate) async fn attempt(
         if remaining.is_zero() {
             return Outcome::failed(timed_out(settings, "after a redirect"));
         }
-        let sent = hop
-            .build(client, last, settings)
-            .timeout(remaining)
-            .send()
-            .await;
+        let sent = hop.build(client, last).timeout(remaining).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

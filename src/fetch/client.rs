@@ -7,6 +7,7 @@ use url::Url;
 
 use super::resolve::SystemResolver;
 use crate::error::{Error, SettingsError};
+use crate::profile::HostProfile;
 use crate::settings::{Proxy, Settings};
 
 /// How long an idle connection stays in the pool (reqwest's default is 90 s).
@@ -32,7 +33,11 @@ pub(crate) fn client(settings: &Settings) -> Result<Clients, Error> {
             by_proxy.push((proxy.clone(), build(settings, Some(proxy))?));
         }
     }
-    Ok(Clients { main, by_proxy })
+    Ok(Clients {
+        main,
+        by_proxy,
+        profiles: settings.profiles.clone(),
+    })
 }
 
 /// The run's HTTP clients: the one for every request, and one per distinct proxy of the host
@@ -42,19 +47,19 @@ pub(crate) fn client(settings: &Settings) -> Result<Clients, Error> {
 pub(crate) struct Clients {
     main: reqwest::Client,
     by_proxy: Vec<(Proxy, reqwest::Client)>,
+    /// The run's host profiles, the one copy requests look theirs up in (the per-profile
+    /// `Settings` of the scheduler carry none).
+    profiles: Vec<HostProfile>,
 }
 
 impl Clients {
     /// The client for a request (or redirect hop) to `url`: its host profile's proxy's, if it
     /// has one, else the run's.
-    pub(crate) fn for_url(&self, url: &Url, settings: &Settings) -> &reqwest::Client {
+    pub(crate) fn for_url(&self, url: &Url) -> &reqwest::Client {
         if self.by_proxy.is_empty() {
             return &self.main;
         }
-        let proxy = url
-            .host_str()
-            .and_then(|h| settings.profile_for(h))
-            .and_then(|p| p.proxy.as_ref());
+        let proxy = self.profile_for(url).and_then(|p| p.proxy.as_ref());
         match proxy {
             Some(proxy) => self
                 .by_proxy
@@ -63,6 +68,17 @@ impl Clients {
                 .map_or(&self.main, |(_, c)| c),
             None => &self.main,
         }
+    }
+}
+
+impl Clients {
+    /// The host profile of `url`'s host, if one matches (none without profiles, at once).
+    pub(crate) fn profile_for(&self, url: &Url) -> Option<&HostProfile> {
+        if self.profiles.is_empty() {
+            return None;
+        }
+        let host = url.host_str()?;
+        crate::profile::most_specific(&self.profiles, host).map(|(_, p)| p)
     }
 }
 

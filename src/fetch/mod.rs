@@ -15,3 +15,4 @@ mod resolve;
 
 pub(crate) use self::attempt::{Outcome, attempt};
 pub(crate) use self::client::{Clients, client};
+pub(crate) use self::redirect::{leave_origin, same_origin};

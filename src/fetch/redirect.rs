@@ -61,18 +61,13 @@ impl Hop {
     /// drops the header on HTTP/2): it does not sit idle in the pool with its socket and TLS
     /// state. A `Connection` header of the request's own is left as it is.
     ///
-    /// The headers of the profile for this hop's host (`settings.profiles`) are added here,
+    /// The headers of the profile for this hop's host (`Clients::profile_for`) are added here,
     /// per hop, never carried to the next: a redirect to a host the profile does not match
     /// does not see them, a redirect into a matching host gets them.
-    pub(super) fn build(
-        &self,
-        client: &Clients,
-        close: bool,
-        settings: &Settings,
-    ) -> reqwest::RequestBuilder {
+    pub(super) fn build(&self, client: &Clients, close: bool) -> reqwest::RequestBuilder {
+        let profile = client.profile_for(&self.url);
         // The client of this hop's host's proxy (see `Clients`).
-        let client = client.for_url(&self.url, settings);
-        let profile = self.url.host_str().and_then(|h| settings.profile_for(h));
+        let client = client.for_url(&self.url);
         let headers = match profile {
             None => self.headers.clone(),
             Some(p) => {
@@ -109,7 +104,7 @@ pub(super) enum Next {
 }
 
 /// Whether `a` and `b` are one origin: scheme, host and port.
-fn same_origin(a: &Url, b: &Url) -> bool {
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -195,20 +190,31 @@ pub(super) fn next(
         }
     }
     if !same_origin(&next.url, origin) {
-        let dropped: Vec<_> = next
-            .headers
-            .keys()
-            .filter(|n| {
-                *n == HOST
-                    || crate::header::is_credential_header(n.as_str(), &settings.credential_headers)
-            })
-            .cloned()
-            .collect();
-        for name in dropped {
-            next.headers.remove(name);
-        }
+        leave_origin(&mut next.headers, &mut next.own, settings);
     }
     Next::Follow(Box::new(next))
+}
+
+/// Drop from `headers` what must not leave the request's origin: every credential header
+/// and any `Host`. The dropped names leave `own` (the spec line's names) too, so that a host
+/// profile's header of that name applies again on the hosts it matches.
+pub(crate) fn leave_origin(
+    headers: &mut HeaderMap,
+    own: &mut Vec<HeaderName>,
+    settings: &Settings,
+) {
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            *n == HOST
+                || crate::header::is_credential_header(n.as_str(), &settings.credential_headers)
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        headers.remove(name);
+    }
+    own.retain(|n| !dropped.contains(n));
 }
 
 #[cfg(test)]

@@ -177,6 +177,18 @@ impl Job {
                 self.request.headers.remove(IF_NONE_MATCH);
                 self.request.headers.remove(IF_MODIFIED_SINCE);
             }
+            // A page on another origin gets no credential header of the line's (as a
+            // redirect there would not): the next URL is the server's word.
+            if original
+                .as_ref()
+                .is_some_and(|o| !fetch::same_origin(o, &next))
+            {
+                fetch::leave_origin(
+                    &mut self.request.headers,
+                    &mut self.request.own,
+                    &ctx.settings,
+                );
+            }
             self.host = HostKey::of(&next);
             self.request.url = next;
             slot = tokio::select! {

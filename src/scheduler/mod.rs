@@ -86,9 +86,10 @@ pub(crate) struct Context {
     /// Another round follows the one running: every host will be asked again, so no request
     /// is its host's last and connections are kept for the next round.
     pub more_rounds: AtomicBool,
-    /// One `Settings` per host profile (same order as `settings.profiles`), with its timeout
-    /// and retries in place (see [`Context::settings_for`]).
-    pub profiled: Vec<Settings>,
+    /// The settings of the host profiles' requests, with their timeout and retries in
+    /// place, and for each profile (same order as `settings.profiles`) the index of its own
+    /// (see [`Settings::profiled`] and [`Context::settings_for`]).
+    pub profiled: (Vec<Settings>, Vec<usize>),
 }
 
 impl Context {
@@ -97,7 +98,8 @@ impl Context {
     pub(crate) fn settings_for(&self, url: &url::Url) -> &Settings {
         url.host_str()
             .and_then(|h| crate::profile::most_specific(&self.settings.profiles, h))
-            .and_then(|(i, _)| self.profiled.get(i))
+            .and_then(|(i, _)| self.profiled.1.get(i))
+            .and_then(|&j| self.profiled.0.get(j))
             .unwrap_or(&self.settings)
     }
 }

@@ -143,6 +143,15 @@ fn bad_host_sections_stop_before_anything_is_created() {
             "[hosts.\"api.localhost\"]\nproxy = \"sock5://u:s3cret@p.localhost:1\"\n",
             "`proxy`: unsupported proxy scheme",
         ),
+        // A pattern that could never match a URL's host is refused, not left idle.
+        (
+            "[hosts.\"api.localhost:8080\"]\nretries = 1\n",
+            "a pattern has no port",
+        ),
+        (
+            "[hosts.\"*.127.0.0.1\"]\nretries = 1\n",
+            "a glob needs a name",
+        ),
     ];
     for (text, says) in cases {
         let (dir, path) = config(text);
@@ -346,6 +355,105 @@ user-agent = "probe/1"
         none.contains("no [hosts.\"pattern\"] section matches"),
         "{none}"
     );
+}
+
+/// A line's credential headers stay with its origin across pages as across redirects: a next
+/// page on another origin (the server's word) does not get a spec line's or `-H`'s
+/// `Authorization`, and a page or redirect into a profiled host gets the profile's, not the
+/// line's.
+#[test]
+fn credentials_stay_with_their_origin_across_pages_and_profiles() {
+    let server = Server::start_in_background();
+    let (_dir, path) =
+        config("[hosts.\"api.localhost\"]\nheader = \"Authorization: Bearer s3cret\"\n");
+    let api = at(&server, "api.localhost", "/headers");
+    let ip = at(&server, "127.0.0.1", "/headers");
+    let spec =
+        |url: &str| format!(r#"{{"url": "{url}", "headers": {{"Authorization": "Bearer line"}}}}"#);
+    // Each page names the other of the two hosts as its next; `--max-pages 2` ends the line.
+    let next = format!(
+        r#"if .host | startswith("api.") then "{ip}?p=1" elif .host == "127.0.0.1:{port}" then "{api}?p=1" else null end"#,
+        port = server.addr.port()
+    );
+    let input = [
+        spec(&api),
+        spec(&ip),
+        spec(&format!(
+            "{}?to={api}",
+            at(&server, "127.0.0.1", "/redirect")
+        )),
+    ]
+    .join("\n");
+    let out = run(
+        &[
+            "--config",
+            arg(&path),
+            "--next",
+            &next,
+            "--max-pages",
+            "2",
+            "-H",
+            "X-Api-Key: k-top",
+        ],
+        &input,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let recs = records(&out.stdout);
+    let page = |seq: u64, page: u64| {
+        recs.iter()
+            .find(|r| r["seq"] == seq && r["page"] == page)
+            .unwrap_or_else(|| panic!("no page {page} of line {seq}: {recs:?}"))
+    };
+    let auth = |r: &Value| seen(r).get("authorization").cloned();
+    // api.localhost: the line's own header beats the profile's there ...
+    assert_eq!(auth(page(0, 0)).unwrap(), "Bearer line");
+    // ... and neither it nor `-H`'s key goes on to the page on 127.0.0.1.
+    assert_eq!(auth(page(0, 1)), None, "{}", page(0, 1));
+    assert!(seen(page(0, 1)).get("x-api-key").is_none());
+    // Into api.localhost, by a page or a redirect: the profile's token, not the line's.
+    assert_eq!(auth(page(1, 0)).unwrap(), "Bearer line");
+    assert_eq!(auth(page(1, 1)).unwrap(), "Bearer s3cret");
+    assert_eq!(auth(page(2, 0)).unwrap(), "Bearer s3cret");
+}
+
+/// `config --host` takes a host name, an address or a URL; anything else (empty, a URL
+/// without a host, a glob, a name longer than DNS allows, a line break) is one line on stderr
+/// and exit 2, without echoing the text. An IPv6 address or an internationalised name is
+/// shown in the form a URL's host takes, and so matches its section.
+#[test]
+fn config_host_refuses_what_is_not_a_host() {
+    let (_dir, path) =
+        config("[hosts.\"::1\"]\nretries = 1\n[hosts.\"*.bücher.test\"]\nretries = 2\n");
+    let long = "a".repeat(300);
+    for bad in ["", "http://", "*.localhost", &long, "evil\nheader = \"x\""] {
+        let out = run(&["config", "--config", arg(&path), "--host", bad], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("evil") && !err.contains(&long), "{err}");
+    }
+    for (host, shown, section) in [
+        ("::1", "[::1]", "[hosts.\"[::1]\"]"),
+        ("http://[::1]:9/", "[::1]", "[hosts.\"[::1]\"]"),
+        (
+            "a.Bücher.test",
+            "a.xn--bcher-kva.test",
+            "[hosts.\"*.xn--bcher-kva.test\"]",
+        ),
+    ] {
+        let out = run(&["config", "--config", arg(&path), "--host", host], "");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("# host {shown}: {section} applies")),
+            "{host}: {text}"
+        );
+    }
 }
 
 /// Library users build profiles without the CLI: `HostProfile` in `Settings::profiles`.
