@@ -338,9 +338,7 @@ impl Lease {
     /// costs a round trip per batch, not per request.
     pub(super) fn is_full(&self) -> bool {
         let now = Instant::now();
-        !self.fetching.get()
-            && self.live(now).is_none()
-            && self.retry_at.is_none_or(|at| at <= now)
+        !self.fetching.get() && self.live(now).is_none() && self.retry_at.is_none_or(|at| at <= now)
     }
 
     /// A batch came back for the request sent at `sent`. Returns whether Redis is back after
@@ -428,15 +426,12 @@ mod tests {
         }
         assert!(lease.peek(now).is_err());
         // Cells not spent within the hold of their times (0, 2.5 and 5 ms) are gone.
-        lease.reply(
-            Reply::Granted {
-                cells: 3,
-                first: 0,
-            },
-            now,
-            now,
+        lease.reply(Reply::Granted { cells: 3, first: 0 }, now, now);
+        assert!(
+            lease
+                .peek(now + LEASE_FOR + Duration::from_millis(5))
+                .is_err()
         );
-        assert!(lease.peek(now + LEASE_FOR + Duration::from_millis(5)).is_err());
     }
 
     /// A batch reserved ahead starts each cell at its own time (from when the reply came),
@@ -450,7 +445,14 @@ mod tests {
         let ms = |m: f64| Duration::from_secs_f64(m / 1000.0);
         let mut lease = Lease::new(Arc::new(spec("400/s")), LeaseId::Global(0), tx, None, sent);
         assert!(lease.peek(sent).is_err());
-        lease.reply(Reply::Granted { cells: 3, first: 2000 }, sent, now);
+        lease.reply(
+            Reply::Granted {
+                cells: 3,
+                first: 2000,
+            },
+            sent,
+            now,
+        );
         assert_eq!(lease.peek(now), Err(now + ms(2.0)));
         lease.take(now).unwrap_err();
         lease.take(now + ms(2.0)).unwrap();
@@ -461,7 +463,10 @@ mod tests {
         assert_eq!(lease.next.get(), 3, "cell 1 dropped, cell 2 spent");
         let _ = rx.try_recv();
         assert!(lease.peek(late).is_err());
-        assert!(matches!(rx.try_recv(), Ok(Request::Cells { .. })), "then asks again");
+        assert!(
+            matches!(rx.try_recv(), Ok(Request::Cells { .. })),
+            "then asks again"
+        );
         lease.reply(Reply::Denied { wait: ms(30.0) }, late, late);
         assert_eq!(lease.peek(late), Err(late + ms(30.0)));
     }
@@ -496,13 +501,6 @@ mod tests {
             local.peek(now).is_err(),
             "the local quota of 10/s has a burst of 1"
         );
-        assert!(local.reply(
-            Reply::Granted {
-                cells: 1,
-                first: 0
-            },
-            now,
-            now
-        ));
+        assert!(local.reply(Reply::Granted { cells: 1, first: 0 }, now, now));
     }
 }
