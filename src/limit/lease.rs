@@ -17,12 +17,13 @@
 //! the wait for its time.
 //!
 //! The window bound (docs/rate-limiting.md): Redis grants cells by GCRA with a burst lowered
-//! by the cells one lease can span (`ceil(rate * LEASE_FOR)`), and a cell not started within
-//! [`LEASE_FOR`] of its time is dropped (unused cells err on the polite side). A cell is
-//! started no sooner than its time (the round trip's reply came after Redis's clock said it)
-//! and no later than [`LEASE_FOR`] after it (counted from when the batch was asked for), so
-//! its TAT lies within `[start - LEASE_FOR, start + tolerance]`, and the starts of all
-//! processes together keep to `burst + rate * W` in any window W.
+//! by the cells one lease can span (`span = ceil(rate * LEASE_FOR)`), and a cell not started
+//! within the span's time (`span * T`, [`LeaseSpec::hold`]) of its time is dropped (unused
+//! cells err on the polite side). A cell is started no sooner than its time (the round trip's
+//! reply came after Redis's clock said it) and no later than the hold after it (counted from
+//! when the batch was asked for), so its TAT lies within `[start - hold, start + tolerance]`,
+//! and the starts of all processes together keep to `burst + rate * W` in any window W (at
+//! one cell per batch, 100/s and below, one start more: Redis keeps the whole burst there).
 //!
 //! While Redis cannot be reached, a lease has no cells: with `--limits-fallback wait` the
 //! gate waits (the task retries with backoff), with `local` the lease answers from a local
@@ -39,7 +40,8 @@ use super::host::HostKey;
 use super::quota::{Quota, auto_burst};
 use crate::units::Rate;
 
-/// How long leased cells may be held before they are spent or dropped.
+/// How long the cells of one batch span at least: a cell may start this long after its time
+/// (the whole span, a cell's interval times the batch's cells, in `LeaseSpec::hold`).
 pub(super) const LEASE_FOR: Duration = Duration::from_millis(10);
 /// How far ahead Redis reserves a global quota's cells. A process holds one batch at a time,
 /// so this only matters when many processes share a slow rate (4 at 1/s reserve 4 s ahead);
@@ -103,7 +105,11 @@ impl LeaseSpec {
             interval,
             tolerance: interval * (redis_burst - 1),
             batch: span.min(redis_burst).clamp(1, MAX_BATCH),
-            hold: LEASE_FOR,
+            // The span's worth of time (at least LEASE_FOR): a start at most `span` cells
+            // late, which the lowered burst absorbs; at one cell (100/s and below) a whole
+            // interval, so that a round trip or a late wake-up does not lose the cell, at the
+            // cost of at most one start more than the bound in a window (the rate's docs).
+            hold: interval.saturating_mul(span.max(1)),
             // A cell reserved ahead cannot see a pause another process sets after it was
             // reserved: a per-host quota reserves no further ahead than a pause watch sees.
             ahead: if pause_key.is_some() {
@@ -262,6 +268,14 @@ impl Lease {
     /// start (cells whose time passed unspent are dropped on the way).
     fn live(&self, now: Instant) -> Option<(u32, Instant)> {
         let mut k = self.next.get();
+        if self.spec.interval.is_zero() && k < self.batch.cells {
+            // A pause watch's cells share one window.
+            let (from, until) = self.batch.window(k, &self.spec);
+            if until > now {
+                return Some((k, from));
+            }
+            k = self.batch.cells;
+        }
         while k < self.batch.cells {
             let (from, until) = self.batch.window(k, &self.spec);
             if until > now {
@@ -281,6 +295,13 @@ impl Lease {
             return Ok(());
         }
         if let Some((_, from)) = self.live(now) {
+            // A pause watch renews before it runs out, so that a request whose other quotas
+            // reserved a cell does not wait a round trip for it (and miss its cell's time).
+            if self.spec.interval.is_zero()
+                && self.batch.window(0, &self.spec).1 <= now + self.spec.hold / 5
+            {
+                let _ = self.ask(now);
+            }
             // A reserved cell: the request starts at its time, without another round trip.
             return if from <= now { Ok(()) } else { Err(from) };
         }
