@@ -295,13 +295,7 @@ impl Lease {
             return Ok(());
         }
         if let Some((_, from)) = self.live(now) {
-            // A pause watch renews before it runs out, so that a request whose other quotas
-            // reserved a cell does not wait a round trip for it (and miss its cell's time).
-            if self.spec.interval.is_zero()
-                && self.batch.window(0, &self.spec).1 <= now + self.spec.hold / 5
-            {
-                let _ = self.ask(now);
-            }
+            self.prefetch(now);
             // A reserved cell: the request starts at its time, without another round trip.
             return if from <= now { Ok(()) } else { Err(from) };
         }
@@ -310,6 +304,17 @@ impl Lease {
         match fallback {
             Some(q) => q.peek().map_err(|w| w.until.min(next)),
             None => Err(next),
+        }
+    }
+
+    /// A pause watch that runs out soon (or did) asks for its next batch now, so that a
+    /// request whose other quotas reserved a cell does not wait a round trip for it (and miss
+    /// its cell's time). Other leases ask when a request needs a cell.
+    pub(super) fn prefetch(&self, now: Instant) {
+        if self.spec.interval.is_zero()
+            && self.batch.window(0, &self.spec).1 <= now + self.spec.hold / 5
+        {
+            let _ = self.ask(now);
         }
     }
 
