@@ -13,6 +13,8 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 
+use url::Url;
+
 /// FNV-1a's 64-bit offset basis and prime (http://www.isthe.com/chongo/tech/comp/fnv/).
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -22,6 +24,15 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(FNV_OFFSET, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME)
     })
+}
+
+/// The host key of `url` (an http or https URL): `scheme://host:port`, the port made explicit.
+/// It is what the per-host limits key on (`limit::HostKey`, which says why) and what a
+/// shard hashes: written once, here, so the two can never disagree.
+pub(crate) fn host_key(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    let port = url.port_or_known_default().unwrap_or(0);
+    format!("{}://{host}:{port}", url.scheme())
 }
 
 /// Shard `index` of `count` (`--shard K/N`): `index < count`, as the constructor checks.
@@ -65,6 +76,13 @@ impl Shard {
             Some(key) => self.of_host(key) == self.index,
             None => self.index == 0,
         }
+    }
+
+    /// Whether a line with the request URL `url` (`None`: a line that is not a request) is
+    /// ours: the test the progress total (`count`) applies, as the scheduler does with the
+    /// host key it keeps.
+    pub(crate) fn owns_url(&self, url: Option<&Url>) -> bool {
+        self.owns(url.map(host_key).as_deref())
     }
 }
 

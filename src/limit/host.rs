@@ -19,9 +19,7 @@ pub(crate) struct HostKey(Arc<str>);
 impl HostKey {
     /// The host of `url` (an http or https URL, as `input` guarantees).
     pub(crate) fn of(url: &Url) -> HostKey {
-        let host = url.host_str().unwrap_or("");
-        let port = url.port_or_known_default().unwrap_or(0);
-        HostKey(format!("{}://{host}:{port}", url.scheme()).into())
+        HostKey(crate::shard::host_key(url).into())
     }
 }
 

@@ -4,14 +4,26 @@
 //! quota lives in Redis, behind a round trip. So the gate never asks Redis itself: each shared
 //! quota (one per global `--rate`, one per `--per-host-rate` per host, and one per host that
 //! only watches for shared pauses) is a [`Lease`] of cells that a Redis task fetched before the
-//! gate needs them. Peeking a lease with cells says yes; taking one spends a cell; peeking an
-//! empty lease asks the task (through a channel, without waiting) for a batch and says "look
-//! again soon". When the batch arrives the task puts it in the lease and wakes the driver.
+//! gate needs them. Peeking an empty lease asks the task (through a channel, without waiting)
+//! for a batch and says "look again soon"; when the batch arrives the task puts it in the
+//! lease and wakes the driver.
 //!
-//! The window bound (docs/scale-out.md): Redis grants cells by GCRA with a burst lowered by
-//! the cells one lease can span (`ceil(rate * LEASE_FOR)`), and a leased cell not spent within
-//! [`LEASE_FOR`] of the request that fetched it is dropped (unused cells err on the polite
-//! side), so the starts of all processes together keep to `burst + rate * W` in any window W.
+//! A batch is a **reservation**: Redis's GCRA hands out the next cells even when they conform
+//! only later (up to [`LeaseSpec::ahead`]), advances the quota's TAT past them, and says when
+//! the first conforms on its clock. Each cell then starts at its own time, without another
+//! round trip; so processes that contend for one quota take turns instead of asking again
+//! and again for cells another took (about one round trip per batch, whatever the rate), and
+//! the next batch is asked for as soon as the last cell is spent, its round trip overlapping
+//! the wait for its time.
+//!
+//! The window bound (docs/rate-limiting.md): Redis grants cells by GCRA with a burst lowered
+//! by the cells one lease can span (`span = ceil(rate * LEASE_FOR)`), and a cell not started
+//! within the span's time (`span * T`, [`LeaseSpec::hold`]) of its time is dropped (unused
+//! cells err on the polite side). A cell is started no sooner than its time (the round trip's
+//! reply came after Redis's clock said it) and no later than the hold after it (counted from
+//! when the batch was asked for), so its TAT lies within `[start - hold, start + tolerance]`,
+//! and the starts of all processes together keep to `burst + rate * W` in any window W (at
+//! one cell per batch, 100/s and below, one start more: Redis keeps the whole burst there).
 //!
 //! While Redis cannot be reached, a lease has no cells: with `--limits-fallback wait` the
 //! gate waits (the task retries with backoff), with `local` the lease answers from a local
@@ -28,8 +40,13 @@ use super::host::HostKey;
 use super::quota::{Quota, auto_burst};
 use crate::units::Rate;
 
-/// How long leased cells may be held before they are spent or dropped.
+/// How long the cells of one batch span at least: a cell may start this long after its time
+/// (the whole span, a cell's interval times the batch's cells, in `LeaseSpec::hold`).
 pub(super) const LEASE_FOR: Duration = Duration::from_millis(10);
+/// How far ahead Redis reserves a global quota's cells. A process holds one batch at a time,
+/// so this only matters when many processes share a slow rate (4 at 1/s reserve 4 s ahead);
+/// past it a process is told when to ask again.
+const RESERVE_AHEAD: Duration = Duration::from_secs(5);
 /// Most cells asked for in one round trip.
 const MAX_BATCH: u32 = 100;
 /// How long a pause-only lease (no shared rate, only shared pauses) lasts: a pause set by
@@ -56,8 +73,11 @@ pub(super) struct LeaseSpec {
     pub tolerance: Duration,
     /// Cells asked for per round trip.
     pub batch: u32,
-    /// How long a batch may be held.
+    /// How long a cell may be held past its time.
     pub hold: Duration,
+    /// How far ahead Redis reserves cells: a cell that conforms later is not reserved, and
+    /// Redis says when to ask again.
+    pub ahead: Duration,
 }
 
 impl LeaseSpec {
@@ -82,12 +102,23 @@ impl LeaseSpec {
             burst
         };
         LeaseSpec {
-            key,
-            pause_key,
             interval,
             tolerance: interval * (redis_burst - 1),
             batch: span.min(redis_burst).clamp(1, MAX_BATCH),
-            hold: LEASE_FOR,
+            // The span's worth of time (at least LEASE_FOR): a start at most `span` cells
+            // late, which the lowered burst absorbs; at one cell (100/s and below) a whole
+            // interval, so that a round trip or a late wake-up does not lose the cell, at the
+            // cost of at most one start more than the bound in a window (the rate's docs).
+            hold: interval.saturating_mul(span.max(1)),
+            // A cell reserved ahead cannot see a pause another process sets after it was
+            // reserved: a per-host quota reserves no further ahead than a pause watch sees.
+            ahead: if pause_key.is_some() {
+                PAUSE_WATCH_FOR
+            } else {
+                RESERVE_AHEAD
+            },
+            key,
+            pause_key,
         }
     }
 
@@ -100,7 +131,13 @@ impl LeaseSpec {
             tolerance: Duration::ZERO,
             batch: PAUSE_WATCH_BATCH,
             hold: PAUSE_WATCH_FOR,
+            ahead: Duration::ZERO,
         }
+    }
+
+    /// The emission interval in whole µs, as Redis counts it.
+    pub(super) fn interval_micros(&self) -> u64 {
+        u64::try_from(self.interval.as_micros()).unwrap_or(u64::MAX)
     }
 }
 
@@ -127,10 +164,53 @@ pub(super) enum Request {
 /// What came back for a batch.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Reply {
-    /// `cells` granted (maybe 0); the next cell conforms `wait` from now (Redis's clock).
-    Granted { cells: u32, wait: Duration },
+    /// `cells` (at least 1) reserved: the first conforms `first` µs after Redis ran the
+    /// script (negative: it conformed already, within the burst), each next one an interval
+    /// later.
+    Granted { cells: u32, first: i64 },
+    /// No cell: a pause holds, or the next cell lies beyond [`LeaseSpec::ahead`]; Redis would
+    /// reserve one `wait` from now (Redis's clock).
+    Denied { wait: Duration },
     /// Redis could not be reached or refused the script.
     Failed,
+}
+
+/// Cells reserved in Redis by one round trip. Cell k conforms `first + k * interval` µs after
+/// Redis ran the script, which it did somewhere between `sent` and `received` (this
+/// process's clock). So the cell may start from `received` plus that offset (never before it
+/// conforms) until `sent` plus the offset plus the lease's hold (never more than the hold
+/// after it conforms, which keeps the window bound; see the module's comment). A batch's cells
+/// start each at its own time, not all at once.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    cells: u32,
+    first: i64,
+    sent: Instant,
+    received: Instant,
+}
+
+impl Batch {
+    fn empty(now: Instant) -> Batch {
+        Batch {
+            cells: 0,
+            first: 0,
+            sent: now,
+            received: now,
+        }
+    }
+
+    /// When cell `k` may start, and until when.
+    fn window(&self, k: u32, spec: &LeaseSpec) -> (Instant, Instant) {
+        let interval = i64::try_from(spec.interval_micros()).unwrap_or(i64::MAX);
+        let offset = self
+            .first
+            .saturating_add(interval.saturating_mul(i64::from(k)));
+        let offset = Duration::from_micros(u64::try_from(offset).unwrap_or(0));
+        let from = self.received + offset;
+        // A round trip slower than the hold still leaves a moment to spend the cell.
+        let until = (self.sent + offset + spec.hold).max(from + POLL);
+        (from, until)
+    }
 }
 
 /// Leased cells of one shared quota.
@@ -139,8 +219,11 @@ pub(super) struct Lease {
     spec: Arc<LeaseSpec>,
     id: LeaseId,
     requests: UnboundedSender<Request>,
-    cells: u32,
-    expires: Instant,
+    /// The cells in hand (maybe none).
+    batch: Batch,
+    /// The batch's next cell not spent yet (a `Cell`: a peek under the gate's lock skips the
+    /// cells whose time is over).
+    next: Cell<u32>,
     /// A batch is on its way (a `Cell`: a peek under the gate's lock sets it).
     fetching: Cell<bool>,
     /// Redis said wait until then (a pause, or no cell free), or a backoff after a failure.
@@ -162,8 +245,8 @@ impl Lease {
             spec,
             id,
             requests,
-            cells: 0,
-            expires: now,
+            batch: Batch::empty(now),
+            next: Cell::new(0),
             fetching: Cell::new(false),
             retry_at: None,
             failures: 0,
@@ -181,17 +264,57 @@ impl Lease {
         self.spec.interval.is_zero() && self.down()
     }
 
+    /// The batch's first cell whose time is not over at `now`: its index and when it may
+    /// start (cells whose time passed unspent are dropped on the way).
+    fn live(&self, now: Instant) -> Option<(u32, Instant)> {
+        let mut k = self.next.get();
+        if self.spec.interval.is_zero() && k < self.batch.cells {
+            // A pause watch's cells share one window.
+            let (from, until) = self.batch.window(k, &self.spec);
+            if until > now {
+                return Some((k, from));
+            }
+            k = self.batch.cells;
+        }
+        while k < self.batch.cells {
+            let (from, until) = self.batch.window(k, &self.spec);
+            if until > now {
+                self.next.set(k);
+                return Some((k, from));
+            }
+            k += 1;
+        }
+        self.next.set(k);
+        None
+    }
+
     /// Would a cell be granted now? `Err(when)`: look again then (a batch is asked for when
-    /// none is on its way).
+    /// none is in hand or on its way).
     pub(super) fn peek(&self, now: Instant) -> Result<(), Instant> {
-        if self.cells > 0 && self.expires > now || self.watch_unavailable() {
+        if self.watch_unavailable() {
             return Ok(());
+        }
+        if let Some((_, from)) = self.live(now) {
+            self.prefetch(now);
+            // A reserved cell: the request starts at its time, without another round trip.
+            return if from <= now { Ok(()) } else { Err(from) };
         }
         let fallback = self.fallback.as_ref().filter(|_| self.down());
         let next = self.ask(now);
         match fallback {
             Some(q) => q.peek().map_err(|w| w.until.min(next)),
             None => Err(next),
+        }
+    }
+
+    /// A pause watch that runs out soon (or did) asks for its next batch now, so that a
+    /// request whose other quotas reserved a cell does not wait a round trip for it (and miss
+    /// its cell's time). Other leases ask when a request needs a cell.
+    pub(super) fn prefetch(&self, now: Instant) {
+        if self.spec.interval.is_zero()
+            && self.batch.window(0, &self.spec).1 <= now + self.spec.hold / 5
+        {
+            let _ = self.ask(now);
         }
     }
 
@@ -224,8 +347,10 @@ impl Lease {
             let _ = self.ask(now);
             return Ok(());
         }
-        if self.cells > 0 && self.expires > now {
-            self.cells -= 1;
+        if let Some((k, from)) = self.live(now)
+            && from <= now
+        {
+            self.next.set(k + 1);
             return Ok(());
         }
         match self.fallback.as_mut().filter(|_| self.failures > 0) {
@@ -239,9 +364,7 @@ impl Lease {
     /// costs a round trip per batch, not per request.
     pub(super) fn is_full(&self) -> bool {
         let now = Instant::now();
-        !self.fetching.get()
-            && (self.cells == 0 || self.expires <= now)
-            && self.retry_at.is_none_or(|at| at <= now)
+        !self.fetching.get() && self.live(now).is_none() && self.retry_at.is_none_or(|at| at <= now)
     }
 
     /// A batch came back for the request sent at `sent`. Returns whether Redis is back after
@@ -249,14 +372,23 @@ impl Lease {
     pub(super) fn reply(&mut self, reply: Reply, sent: Instant, now: Instant) -> bool {
         self.fetching.set(false);
         match reply {
-            Reply::Granted { cells, wait } => {
+            Reply::Granted { cells, first } => {
                 let back = self.down();
                 self.failures = 0;
-                // Held from when it was asked for, so the hold never outlasts its bound; a
-                // slow round trip still leaves a moment to spend the batch.
-                self.cells = cells;
-                self.expires = (sent + self.spec.hold).max(now + POLL);
-                self.retry_at = (cells == 0).then(|| now + wait.max(POLL / 2));
+                self.batch = Batch {
+                    cells,
+                    first,
+                    sent,
+                    received: now,
+                };
+                self.next.set(0);
+                self.retry_at = None;
+                back
+            }
+            Reply::Denied { wait } => {
+                let back = self.down();
+                self.failures = 0;
+                self.retry_at = Some(now + wait.max(POLL / 2));
                 back
             }
             Reply::Failed => {
@@ -264,7 +396,7 @@ impl Lease {
                 let backoff = MIN_BACKOFF
                     .saturating_mul(1 << self.failures.min(8).saturating_sub(1))
                     .min(MAX_BACKOFF);
-                self.cells = 0;
+                self.batch.cells = 0;
                 self.retry_at = Some(now + backoff);
                 false
             }
@@ -305,10 +437,11 @@ mod tests {
         assert!(lease.peek(now).is_err());
         assert!(matches!(rx.try_recv(), Ok(Request::Cells { .. })));
         assert!(rx.try_recv().is_err(), "one request on its way at a time");
+        // Two cells that conformed already (within the burst): both start now.
         lease.reply(
             Reply::Granted {
                 cells: 2,
-                wait: Duration::ZERO,
+                first: -2500,
             },
             now,
             now,
@@ -318,16 +451,50 @@ mod tests {
             lease.take(now).unwrap();
         }
         assert!(lease.peek(now).is_err());
-        // Cells not spent within the hold are gone.
+        // Cells not spent within the hold of their times (0, 2.5 and 5 ms) are gone.
+        lease.reply(Reply::Granted { cells: 3, first: 0 }, now, now);
+        assert!(
+            lease
+                .peek(now + LEASE_FOR + Duration::from_millis(5))
+                .is_err()
+        );
+    }
+
+    /// A batch reserved ahead starts each cell at its own time (from when the reply came),
+    /// and drops a cell not started within the hold of its time (counted from when it was
+    /// asked for); a denial waits as long as Redis said.
+    #[test]
+    fn reserved_cells_start_each_at_its_own_time() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sent = Instant::now();
+        let now = sent + Duration::from_micros(500);
+        let ms = |m: f64| Duration::from_secs_f64(m / 1000.0);
+        let mut lease = Lease::new(Arc::new(spec("400/s")), LeaseId::Global(0), tx, None, sent);
+        assert!(lease.peek(sent).is_err());
         lease.reply(
             Reply::Granted {
                 cells: 3,
-                wait: Duration::ZERO,
+                first: 2000,
             },
-            now,
+            sent,
             now,
         );
-        assert!(lease.peek(now + LEASE_FOR).is_err());
+        assert_eq!(lease.peek(now), Err(now + ms(2.0)));
+        lease.take(now).unwrap_err();
+        lease.take(now + ms(2.0)).unwrap();
+        assert_eq!(lease.peek(now + ms(2.0)), Err(now + ms(4.5)));
+        // Cell 1 was due at 4.5 ms; past sent + 4.5 + 10 ms it is gone, cell 2 (7 ms) is next.
+        let late = sent + ms(4.5) + LEASE_FOR;
+        lease.take(late).unwrap();
+        assert_eq!(lease.next.get(), 3, "cell 1 dropped, cell 2 spent");
+        let _ = rx.try_recv();
+        assert!(lease.peek(late).is_err());
+        assert!(
+            matches!(rx.try_recv(), Ok(Request::Cells { .. })),
+            "then asks again"
+        );
+        lease.reply(Reply::Denied { wait: ms(30.0) }, late, late);
+        assert_eq!(lease.peek(late), Err(late + ms(30.0)));
     }
 
     #[test]
@@ -360,13 +527,6 @@ mod tests {
             local.peek(now).is_err(),
             "the local quota of 10/s has a burst of 1"
         );
-        assert!(local.reply(
-            Reply::Granted {
-                cells: 1,
-                wait: Duration::ZERO
-            },
-            now,
-            now
-        ));
+        assert!(local.reply(Reply::Granted { cells: 1, first: 0 }, now, now));
     }
 }

@@ -20,16 +20,20 @@ use super::lease::{LeaseSpec, Reply, Request};
 use crate::redact::{Redactor, bounded};
 use crate::settings::{LimitsFallback, LimitsUrl};
 
-/// GCRA over `n` cells at once. KEYS[1]: the quota's TAT (µs, Redis time); KEYS[2]: the
-/// host's pause key (or an unused key). ARGV: interval µs (0: no rate, only the pause),
-/// tolerance µs, cells wanted, whether to read the pause (1/0). Returns {cells granted, µs
-/// until the next cell conforms}: cell k (from 0) conforms when `TAT + k*T - tau <= now`.
+/// GCRA over `n` cells at once, reserving cells that conform later. KEYS[1]: the quota's TAT
+/// (µs, Redis time); KEYS[2]: the host's pause key (or an unused key). ARGV: interval µs (0:
+/// no rate, only the pause), tolerance µs, cells wanted, whether to read the pause (1/0), how
+/// far ahead cells may be reserved (µs). Cell k (from 0) conforms at `TAT + k*T - tau`; the
+/// cells that conform within `ahead` of now are reserved (the TAT moves past them: standard
+/// GCRA, a TAT in the future is a reservation). Returns {cells reserved, µs from now until
+/// the first conforms (negative: already)}, or {0, µs until one could be reserved}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
+local ahead = tonumber(ARGV[5])
 if ARGV[4] == '1' then
   local pause = redis.call('PTTL', KEYS[2])
   if pause > 0 then return {0, pause * 1000} end
@@ -37,14 +41,12 @@ end
 if interval == 0 then return {want, 0} end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local free = math.floor((now + tau - tat) / interval) + 1
-if free < 1 then return {0, tat - tau - now} end
-local granted = math.min(want, free)
+local first = tat - tau - now
+if first > ahead then return {0, first - ahead} end
+local granted = math.min(want, math.floor((ahead - first) / interval) + 1)
 tat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
-local wait = 0
-if granted < want then wait = math.max(0, tat - tau - now) end
-return {granted, wait}
+return {granted, first}
 ";
 
 /// Extend a host's pause to ARGV[1] ms from now (never shorten one). KEYS[1]: the pause key.
@@ -129,21 +131,32 @@ impl Redis {
     }
 
     /// Ask for `spec.batch` cells.
-    async fn cells(&self, spec: &LeaseSpec) -> Result<(u32, Duration), redis::RedisError> {
+    async fn cells(&self, spec: &LeaseSpec) -> Result<Reply, redis::RedisError> {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
         let pause_key = spec.pause_key.as_deref();
-        let (granted, wait): (u32, u64) = self
+        let (granted, micros_to): (u32, i64) = self
             .gcra
             .key(&spec.key)
             .key(pause_key.unwrap_or(&spec.key))
-            .arg(micros(spec.interval))
+            .arg(spec.interval_micros())
             .arg(micros(spec.tolerance))
             .arg(spec.batch)
             .arg(u8::from(pause_key.is_some()))
+            .arg(micros(spec.ahead))
             .invoke_async(&mut conn)
             .await?;
-        Ok((granted, Duration::from_micros(wait)))
+        Ok(if granted > 0 {
+            Reply::Granted {
+                cells: granted,
+                first: micros_to,
+            }
+        } else {
+            let wait = u64::try_from(micros_to).unwrap_or(0);
+            Reply::Denied {
+                wait: Duration::from_micros(wait),
+            }
+        })
     }
 
     async fn pause(&self, key: &str, until: Instant) -> Result<(), redis::RedisError> {
@@ -207,9 +220,9 @@ pub(super) async fn serve<S: Send + Sync + 'static>(
                     let limit = ROUND_TRIP_TIMEOUT + CONNECT_TIMEOUT;
                     let result = tokio::time::timeout(limit, redis.cells(&spec)).await;
                     let reply = match result {
-                        Ok(Ok((cells, wait))) => {
+                        Ok(Ok(reply)) => {
                             redis.note(Ok(()));
-                            Reply::Granted { cells, wait }
+                            reply
                         }
                         Ok(Err(e)) => {
                             redis.note(Err(&e));

@@ -22,6 +22,8 @@ use super::timer::COARSE_LATENESS;
 use super::{Limits, Slot};
 use crate::units::Rate;
 
+/// How many of the next ready hosts renew their shared pause watches ahead (`--limits`).
+const PREFETCH_HOSTS: usize = 8;
 /// How often idle hosts are swept out of the host map.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long an idle host whose adaptive rate is still cut is remembered (so a host that
@@ -354,6 +356,7 @@ impl State {
                 break;
             }
             if let Some(wait) = not_ready(cells(&self.global, []), now) {
+                self.prefetch_pause_watches(now);
                 global_wait = Some(wait);
                 break;
             }
@@ -370,6 +373,18 @@ impl State {
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
+    }
+
+    /// While the global quotas hold everyone back, the next hosts' shared pause watches are
+    /// renewed, so their round trips overlap the wait instead of following it.
+    fn prefetch_pause_watches(&self, now: Instant) {
+        for key in self.ready.iter().take(PREFETCH_HOSTS) {
+            for q in self.hosts.get(key).iter().flat_map(|h| &h.quotas) {
+                if let Limiter::Shared(lease) = q {
+                    lease.prefetch(now);
+                }
+            }
+        }
     }
 
     /// Start the head of `key`'s queue if its own limits allow it now (the global ones were

@@ -116,6 +116,38 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// How many scripts it has run (`EVALSHA` and `EVAL` calls, from `INFO commandstats`):
+    /// fetchall's round trips for shared limits. Without a password or TLS.
+    pub fn script_calls(&self) -> u64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"INFO commandstats\r\n").unwrap();
+        // A bulk string: `$LEN\r\n` then LEN bytes.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "redis-server closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some((head, body)) = text.split_once("\r\n") {
+                let len: usize = head.trim_start_matches('$').parse().unwrap();
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got)
+            .lines()
+            .filter_map(|l| {
+                let rest = l
+                    .strip_prefix("cmdstat_evalsha:calls=")
+                    .or_else(|| l.strip_prefix("cmdstat_eval:calls="))?;
+                rest.split(',').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Whether it answers PING (with TLS: whether it accepts connections).
     fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {

@@ -37,7 +37,11 @@ fn urls(server: &Server, tag: &str, n: usize) -> String {
 /// Three processes with `--rate 20/s` (then `--per-host-rate 20/s`, all on one host) sharing
 /// one budget: the server sees at most `burst + 20*W` (+1, see docs/scale-out.md: below
 /// 100/s a lease may span a fraction of a cell) requests in any window W, not three times
-/// that; every line has its record.
+/// that; every line has its record. And the processes take turns for the cells rather than
+/// ask for cells another took: a per-host rate costs at most 1.25 Redis round trips per
+/// request (one per cell, reserved ahead; three contending processes cost about three before
+/// reservations), a global one at most 2 (one per cell, plus each process's watch for a
+/// pause of the host, one round trip per 250 ms).
 #[test]
 fn processes_sharing_a_rate_keep_it_between_them() {
     let Some(redis) = RedisServer::start(None) else {
@@ -56,6 +60,7 @@ fn processes_sharing_a_rate_keep_it_between_them() {
             "--body",
             "none",
         ];
+        let calls_before = redis.script_calls();
         let children: Vec<Child> = (0..3)
             .map(|p| spawn(&args, &urls(&server, &format!("p{p}"), 14)))
             .collect();
@@ -68,6 +73,13 @@ fn processes_sharing_a_rate_keep_it_between_them() {
         }
         let arrivals = server.arrivals("/item/");
         assert_eq!(arrivals.len(), 42);
+        let per_request = (redis.script_calls() - calls_before) as f64 / 42.0;
+        let most_calls = if flag == "--rate" { 2.0 } else { 1.25 };
+        eprintln!("{flag}: {per_request:.2} Redis calls per request");
+        assert!(
+            per_request <= most_calls,
+            "{flag}: {per_request:.2} Redis calls per request (at most {most_calls})"
+        );
         for w in [0.25, 0.5, 1.0] {
             let most = max_in_window(&arrivals, Duration::from_secs_f64(w));
             let bound = 1.0 + 20.0 * w + 1.0;
