@@ -332,7 +332,9 @@ impl State {
             // Then it waits in the queue like any other request.
             return None;
         }
-        let granted_at = Instant::now();
+        // The start is the instant the cells were taken at, not a later reading of the
+        // clock: GCRA spaces those instants exactly, whatever delays the thread after.
+        let granted_at = now;
         h.in_flight += 1;
         h.last_active = granted_at;
         self.in_flight += 1;
@@ -436,7 +438,8 @@ impl State {
             self.timed.push(Reverse((at, None, key)));
             return;
         }
-        let granted_at = Instant::now();
+        // As in `start_at_once`: the instant the cells were taken at.
+        let granted_at = now;
         self.in_flight += 1;
         h.in_flight += 1;
         h.last_active = granted_at;
