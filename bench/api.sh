@@ -13,11 +13,13 @@
 #   bench/api.sh                                full run (about 9 minutes: 8 quota runs of ~60 s)
 #   N=60 QUOTA=10 WINDOW=2 bench/api.sh          reduced scale
 #   PARTS=quota bench/api.sh / PARTS=pages ...   one part only
+#   DIALECTS="x-delta x-epoch" bench/api.sh      some dialects only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-300} QUOTA=${QUOTA:-50} WINDOW=${WINDOW:-10}
 LINES=${LINES:-100} PAGES=${PAGES:-20}
 PARTS=${PARTS:-quota pages}
+DIALECTS=${DIALECTS:-ietf triple x-delta x-epoch}
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c "import json,sys; print(json.load(sys.stdin)['target_directory'])")
 cargo build --release --quiet --bin fetchall --example api_server
 BIN=$TARGET/release/fetchall
@@ -58,7 +60,7 @@ if [[ " $PARTS " == *" quota "* ]]; then
     echo
     echo "| dialect | flags | 429s at server | time (s) | time / ideal | ok records | peak RSS (MB) |"
     echo "|---|---|---|---|---|---|---|"
-    for dialect in ietf triple x-delta x-epoch; do
+    for dialect in $DIALECTS; do
         for flags in "" "--no-quota-headers"; do
             start_server "$QUOTA" "$WINDOW" "$dialect"
             for i in $(seq 0 $((N - 1))); do echo "$URL/q/$i"; done >"$TMP/input"
