@@ -29,7 +29,11 @@ trap 'rm -rf "$TMP"' EXIT
 
 # start_server QUOTA WINDOW DIALECT: sets URL; the server runs until its stdin (fd 7) closes.
 start_server() {
-    rm -f "$TMP/in" && mkfifo "$TMP/in"
+    # The previous server's output goes first: the new server's shell opens (and truncates)
+    # server.out only once the FIFO has a writer, so the wait below could read the old URL
+    # (a stopped server: every request of the run refused). That lost the x-delta and x-epoch
+    # rows of a full run.
+    rm -f "$TMP/in" "$TMP/server.out" && mkfifo "$TMP/in"
     "$SERVER" "$@" <"$TMP/in" >"$TMP/server.out" &
     SERVER_PID=$!
     exec 7>"$TMP/in"
