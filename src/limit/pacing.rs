@@ -34,6 +34,8 @@ const EXHAUSTED_MIN_PAUSE: Duration = Duration::from_secs(1);
 /// The resolution of Reset values (whole seconds): the spread aims this much before the
 /// announced reset (see the module docs).
 const RESET_RESOLUTION: Duration = Duration::from_secs(1);
+/// The longest an idle host is remembered for its budget's count.
+const COUNT_MEMORY: Duration = Duration::from_secs(600);
 
 /// One host's pace from its quota headers.
 #[derive(Debug, Default)]
@@ -56,6 +58,20 @@ pub(crate) struct Pace {
 struct Count {
     left: u64,
     resets_at: Instant,
+    /// An idle host is forgotten (see `state`) once its window reset, or after
+    /// [`COUNT_MEMORY`] when the reset is further away: per-host state stays bounded even
+    /// when a million hosts announce day-long windows.
+    forget_at: Instant,
+}
+
+impl Count {
+    fn new(left: u64, now: Instant, reset: Duration) -> Count {
+        Count {
+            left,
+            resets_at: now + reset,
+            forget_at: now + reset.min(COUNT_MEMORY),
+        }
+    }
 }
 
 /// What a budget did to the host's pace, for the gate to apply and log.
@@ -99,10 +115,7 @@ impl Pace {
         if left == 0 {
             let wait = budget.reset.max(EXHAUSTED_MIN_PAUSE);
             let until = now + wait.min(max_pause);
-            self.count = Some(Count {
-                left: 0,
-                resets_at: now + wait,
-            });
+            self.count = Some(Count::new(0, now, wait));
             // After the reset, the refilled count spreads over a window until a response
             // says more, rather than going out at once.
             let per_window = u32::try_from(self.window_quota).unwrap_or(u32::MAX);
@@ -123,10 +136,7 @@ impl Pace {
             self.count = None;
             return self.unpace();
         }
-        self.count = Some(Count {
-            left,
-            resets_at: now + budget.reset,
-        });
+        self.count = Some(Count::new(left, now, budget.reset));
         // A single wait is never longer than --max-retry-wait.
         let per_start = u32::try_from(left).unwrap_or(u32::MAX);
         let interval = (spread_span(budget.reset) / per_start).min(max_pause);
@@ -162,10 +172,7 @@ impl Pace {
             // The window reset: a fresh window's quota, until a response says more. The
             // others in flight may reach the server in the new window: they spend it too.
             let others = u64::try_from(in_flight.saturating_sub(1)).unwrap_or(u64::MAX);
-            *count = Count {
-                left: self.window_quota.saturating_sub(others),
-                resets_at: now + self.window,
-            };
+            *count = Count::new(self.window_quota.saturating_sub(others), now, self.window);
         }
         // Already 0: a hold capped at --max-retry-wait ended before the reset; this start
         // finds out whether the server agrees, and the host holds again.
@@ -173,9 +180,10 @@ impl Pace {
         (count.left == 0).then(|| count.resets_at.min(now + max_pause))
     }
 
-    /// Whether the count holds nothing a fresh host would not (no budget, or its window over).
+    /// Whether the count may be forgotten with the host (no budget, its window over, or
+    /// remembered long enough).
     pub(super) fn is_idle(&self, now: Instant) -> bool {
-        self.count.is_none_or(|c| c.resets_at <= now)
+        self.count.is_none_or(|c| c.forget_at <= now)
     }
 
     /// One start per `interval`, the next not before `from`.
