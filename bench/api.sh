@@ -4,8 +4,9 @@
 #
 # Quota: QUOTA requests per WINDOW s (default 50 per 10 s), N URLs (default 300), no --rate;
 # for each header dialect, with quota headers read (default) and with --no-quota-headers.
-# Reports the server's 429 count, the run's time and its ratio to the quota's ideal
-# (N / QUOTA x WINDOW), and fetchall's peak RSS.
+# Reports the server's 429 count, the quota windows that accepted requests (at least
+# ceil(N / QUOTA)), the run's time and its ratio to the quota's ideal (N / QUOTA x WINDOW),
+# and fetchall's peak RSS.
 # Pagination: LINES lines x PAGES pages (default 100 x 20) by Link header (--follow-next) and by
 # JSON cursor (--next ... --next-param cursor): records, pages fetched, most fetches of one page
 # (1 = each page exactly once), peak RSS.
@@ -40,7 +41,7 @@ start_server() {
     until [ -s "$TMP/server.out" ]; do sleep 0.05; done
     URL=$(head -n 1 "$TMP/server.out")
 }
-# stop_server: sets STATS (ok=.. too_many=.. pages=.. max_fetches_per_page=..).
+# stop_server: sets STATS (ok=.. too_many=.. windows=.. pages=.. max_fetches_per_page=..).
 stop_server() {
     exec 7>&-
     wait "$SERVER_PID"
@@ -62,8 +63,8 @@ if [[ " $PARTS " == *" quota "* ]]; then
     IDEAL=$(awk "BEGIN{print $N / $QUOTA * $WINDOW}")
     echo "## Quota: $QUOTA requests per $WINDOW s window, $N URLs, no --rate (ideal ${IDEAL} s)"
     echo
-    echo "| dialect | flags | 429s at server | time (s) | time / ideal | ok records | peak RSS (MB) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| dialect | flags | 429s at server | windows used | time (s) | time / ideal | ok records | peak RSS (MB) |"
+    echo "|---|---|---|---|---|---|---|---|"
     for dialect in $DIALECTS; do
         for flags in "" "--no-quota-headers"; do
             start_server "$QUOTA" "$WINDOW" "$dialect"
@@ -72,7 +73,7 @@ if [[ " $PARTS " == *" quota "* ]]; then
             measure $flags
             stop_server
             ratio=$(awk "BEGIN{printf \"%.3f\", $SECS / $IDEAL}")
-            echo "| $dialect | ${flags:-(default)} | $(stat too_many) | $SECS | $ratio | $OKS / $RECORDS | $RSS_MB |"
+            echo "| $dialect | ${flags:-(default)} | $(stat too_many) | $(stat windows) | $SECS | $ratio | $OKS / $RECORDS | $RSS_MB |"
         done
     done
     echo
