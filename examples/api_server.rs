@@ -4,8 +4,8 @@
 //!
 //! Usage: `cargo run --release --example api_server -- QUOTA WINDOW_SECS DIALECT`, DIALECT one
 //! of ietf, triple, x-delta, x-epoch, none. Prints `http://127.0.0.1:PORT` on its first line,
-//! then serves until killed; on stdin closing it prints `ok=N too_many=N pages=N
-//! max_fetches_per_page=N` and exits.
+//! then serves until killed; on stdin closing it prints `ok=N too_many=N windows=N pages=N
+//! max_fetches_per_page=N` and exits (`windows`: quota windows that accepted a request).
 
 #[path = "../tests/cli/api_server.rs"]
 mod api_server;
@@ -32,9 +32,10 @@ async fn main() {
         .unwrap();
     let paths = server.paths();
     println!(
-        "ok={} too_many={} pages={} max_fetches_per_page={}",
+        "ok={} too_many={} windows={} pages={} max_fetches_per_page={}",
         server.ok(),
         server.too_many(),
+        server.windows(),
         paths.len(),
         paths.values().max().copied().unwrap_or(0)
     );

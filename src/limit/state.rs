@@ -221,6 +221,18 @@ impl Host {
                 .iter()
                 .chain(&self.pace.quota)
                 .all(Quota::is_full)
+            && self.pace.is_idle(now)
+    }
+
+    /// A request to the host started at `now` (and is counted in flight): it spends one of
+    /// the budget its quota headers announced; the last one holds the host until the reset
+    /// (see `pacing`).
+    fn spend_budget(&mut self, now: Instant, max_pause: Duration) {
+        if let Some(until) = self.pace.started(now, self.in_flight, max_pause)
+            && self.paused_until.is_none_or(|p| p < until)
+        {
+            self.paused_until = Some(until);
+        }
     }
 }
 
@@ -337,6 +349,7 @@ impl State {
         let granted_at = now;
         h.in_flight += 1;
         h.last_active = granted_at;
+        h.spend_budget(granted_at, self.limits.max_pause);
         self.in_flight += 1;
         Some(granted_at)
     }
@@ -443,6 +456,7 @@ impl State {
         self.in_flight += 1;
         h.in_flight += 1;
         h.last_active = granted_at;
+        h.spend_budget(granted_at, self.limits.max_pause);
         if let Some(tx) = h.waiters.pop_front() {
             grants.push(Grant {
                 tx,

@@ -45,6 +45,40 @@ fn quota_headers_pace_every_dialect_without_a_429() {
     }
 }
 
+/// Against a quota below --concurrency, only the first burst (sent before any response
+/// announced the budget) meets 429s, in every dialect: from then on every start, retries
+/// included, spends the announced budget, and the host holds at zero until the reset (the
+/// retries of that burst used to meet 429s again, window after window).
+#[test]
+fn a_quota_below_the_concurrency_costs_only_the_first_burst() {
+    let dialects = [
+        Dialect::Ietf,
+        Dialect::Triple,
+        Dialect::XDelta,
+        Dialect::XEpoch,
+    ];
+    let runs: Vec<_> = dialects
+        .into_iter()
+        .map(|d| {
+            std::thread::spawn(move || {
+                let server = ApiServer::start_in_background(10, Duration::from_secs(1), d);
+                let out = run(&["-c", "30"], &quota_urls(&server, 40));
+                (d, server, out)
+            })
+        })
+        .collect();
+    for handle in runs {
+        let (d, server, out) = handle.join().unwrap();
+        let recs = records(&out.stdout);
+        assert_eq!(recs.len(), 40, "{d:?}");
+        let failed: Vec<_> = recs.iter().filter(|r| r["ok"] != true).collect();
+        assert!(failed.is_empty(), "{d:?}: {failed:?}");
+        // 30 at once against a budget of 10: 20 refused at most, and none after them.
+        assert!(server.too_many() <= 20, "{d:?}: {} 429s", server.too_many());
+        assert_eq!(server.ok(), 40, "{d:?}");
+    }
+}
+
 /// `--no-quota-headers`: the same burst runs into the quota.
 #[test]
 fn without_quota_headers_the_burst_meets_429s() {

@@ -63,6 +63,9 @@ pub struct ApiStats {
     pub too_many: AtomicUsize,
     /// Requests per path (query included), for "each page exactly once".
     pub paths: Mutex<HashMap<String, usize>>,
+    /// Quota windows in which at least one request was accepted (a run that uses each
+    /// window's whole budget needs the fewest).
+    pub windows: AtomicUsize,
 }
 
 pub struct ApiServer {
@@ -134,6 +137,12 @@ impl ApiServer {
         self.stats.ok.load(Ordering::SeqCst)
     }
 
+    /// Quota windows that accepted at least one request.
+    #[allow(dead_code)]
+    pub fn windows(&self) -> usize {
+        self.stats.windows.load(Ordering::SeqCst)
+    }
+
     /// How many times each path was fetched.
     #[allow(dead_code)]
     pub fn paths(&self) -> HashMap<String, usize> {
@@ -159,6 +168,9 @@ async fn quota_item(State(app): State<Arc<App>>, Path(n): Path<u64>) -> Response
         }
         let allowed = used.1 < q.quota;
         if allowed {
+            if used.1 == 0 {
+                app.stats.windows.fetch_add(1, Ordering::SeqCst);
+            }
             used.1 += 1;
         }
         (allowed, q.quota - used.1)
