@@ -495,7 +495,8 @@ impl Gate {
     /// The pace limiting `host` now (requests per second): the slower of its adaptive rate
     /// (`--adaptive`) and its quota-header pace (0 while paused for a spent budget).
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
-        if !self.adaptive && !(self.quota_headers && self.budget_seen.load(Ordering::Relaxed)) {
+        let paced = self.quota_headers && self.budget_seen.load(Ordering::Relaxed);
+        if !self.adaptive && !paced {
             return None;
         }
         let st = lock(&self.shared);
