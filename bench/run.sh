@@ -176,6 +176,11 @@ trap 'exit 130' INT TERM
 BODY='{"ok":true,"n":1}'
 NGINX_CONNS=$(( $(ulimit -n) - 64 ))     # stay under the fd limit (nginx warns otherwise)
 [ "$NGINX_CONNS" -le 8192 ] || NGINX_CONNS=8192
+# The listen queue: nginx's default backlog is 511, so the slow series' thousands of
+# simultaneous connects (fetchall's and curl's alike) overflowed it and waited for SYN
+# retransmits (1 s, then 3 s, 7 s, ...). The kernel caps it at net.core.somaxconn.
+NGINX_BACKLOG=$(cat /proc/sys/net/core/somaxconn 2>/dev/null || echo 4096)
+[ "$NGINX_BACKLOG" -le 65535 ] || NGINX_BACKLOG=65535
 NGX="$TMP/nginx"
 mkdir -p "$NGX"
 # The tls series: a throwaway CA, and one certificate for h1.localhost .. hN.localhost signed
@@ -226,13 +231,13 @@ http {
     keepalive_requests 100000;
     keepalive_timeout 120s;
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$port backlog=$NGINX_BACKLOG;
         default_type application/json;
         location / { return 200 '$BODY'; }
         $slow
     }
     server {
-        listen 127.0.0.1:$tls_port ssl;
+        listen 127.0.0.1:$tls_port ssl backlog=$NGINX_BACKLOG;
         ssl_certificate $TLS_DIR/leaf.pem;
         ssl_certificate_key $TLS_DIR/leaf.key;
         default_type application/json;
@@ -380,12 +385,19 @@ done
 
 
 # ------------------------------------------------------------------ issue 15 series
+# The kernel's count of connections dropped because a listen queue was full (TcpExt
+# ListenOverflows, all sockets of this network namespace): logged after each series, since a
+# drop costs a SYN retransmit (1 s or more) that no client can make up.
+listen_overflows() {
+  awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["ListenOverflows"] }' /proc/net/netstat 2>/dev/null || echo 0
+}
 # Runs a list of URLs with fetchall and curl (curl only if given), alternately.
 # series_run PHASE N URLFILE CURLCFG CONC RUNS BOUND [fetchall args...]
 series_run() {
   local phase=$1 n=$2 urls=$3 cfg=$4 conc=$5 runs=$6 bound=$7
   shift 7
-  local extra=("$@") run tool bflag=(--expect-rc "$EXPECT_RC")
+  local extra=("$@") run tool bflag=(--expect-rc "$EXPECT_RC") overflows
+  overflows=$(listen_overflows)
   [ -n "$bound" ] && bflag+=(--bound-s "$bound")
   for run in $(seq 1 "$runs"); do
     for tool in "${TOOLS[@]}"; do
@@ -401,6 +413,8 @@ series_run() {
         --server-pids "$NGINX_WORKER_PIDS" --sample-fds --delete-stdout "${bflag[@]}" -- "${CMD[@]}"
     done
   done
+  overflows=$(( $(listen_overflows) - overflows ))
+  log "$phase: $overflows connection(s) dropped by a full listen queue (TcpExt ListenOverflows)"
 }
 CURL_EXTRA=()
 EXPECT_RC=0

@@ -84,7 +84,7 @@ impl Redactor {
             || matches!(&fragment, Some(Cow::Owned(_)))
             || secret(url).is_some();
         if !changed {
-            return url.to_string();
+            return url.as_str().to_owned();
         }
         let mut masked = url.clone();
         if let Some(Cow::Owned(q)) = &query {

@@ -65,8 +65,7 @@ impl Outcome {
             retry_after: header(response, RETRY_AFTER),
             etag: validator(ETAG),
             last_modified: validator(LAST_MODIFIED),
-            budget: settings
-                .quota_headers
+            budget: (settings.quota_headers && may_hold_budget(response.headers()))
                 .then(|| budget(response.headers(), SystemTime::now()))
                 .flatten(),
             link: link(response.headers()),
@@ -88,6 +87,16 @@ impl Outcome {
             link: None,
         }
     }
+}
+
+/// Whether any header's name could be a quota header: every one `budget` reads starts with
+/// `ratelimit` or `x-ratelimit` (names are lower case here). Most responses have none, and
+/// skip the parsing (several name lookups and allocations) and the clock.
+fn may_hold_budget(headers: &reqwest::header::HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("ratelimit") || name.starts_with("x-ratelimit")
+    })
 }
 
 /// Every `Link` header value that is text, joined with commas (RFC 8288 allows either form).

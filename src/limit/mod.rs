@@ -33,6 +33,7 @@ mod timer;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,9 @@ pub(crate) struct Gate {
     max_pause: Duration,
     adaptive: bool,
     quota_headers: bool,
+    /// Some response has announced a budget (quota headers): until then no host is paced,
+    /// and a record's `host_rate` is known to be none without taking the lock.
+    budget_seen: AtomicBool,
 }
 
 struct Shared {
@@ -298,6 +302,7 @@ impl Gate {
             max_pause,
             adaptive,
             quota_headers,
+            budget_seen: AtomicBool::new(false),
         })
     }
 
@@ -387,6 +392,7 @@ impl Gate {
         if self.quota_headers
             && let Some(budget) = budget
         {
+            self.budget_seen.store(true, Ordering::Relaxed);
             self.learn(slot, budget, now);
         }
         if let Some(status) = status
@@ -524,7 +530,8 @@ impl Gate {
     /// The pace limiting `host` now (requests per second): the slower of its adaptive rate
     /// (`--adaptive`) and its quota-header pace (0 while paused for a spent budget).
     pub(crate) fn host_rate(&self, host: &HostKey) -> Option<f64> {
-        if !self.adaptive && !self.quota_headers {
+        let paced = self.quota_headers && self.budget_seen.load(Ordering::Relaxed);
+        if !self.adaptive && !paced {
             return None;
         }
         let st = lock(&self.shared);
