@@ -8,6 +8,27 @@ use super::state::{Grant, SWEEP_EVERY};
 use super::timer::PreciseTimer;
 use super::{Shared, Slot, lock};
 
+/// Run the driver on a thread of its own, with a runtime of its own (its timer and the
+/// timerfd), so that no task of the caller's runtime delays its wake-ups. False when the
+/// thread or its runtime could not be made (the caller then spawns it as a task).
+pub(super) fn spawn_on_own_thread(shared: Arc<Shared>) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::debug!("no runtime for the gate's own thread ({e}): it runs as a task");
+            return false;
+        }
+    };
+    std::thread::Builder::new()
+        .name("fetchall-gate".into())
+        .spawn(move || runtime.block_on(drive(shared)))
+        .inspect_err(|e| tracing::debug!("no thread for the gate ({e}): it runs as a task"))
+        .is_ok()
+}
+
 /// The gate's driver: grant what can start, sleep until something changes, repeat.
 pub(super) async fn drive(shared: Arc<Shared>) {
     let mut grants = Vec::new();

@@ -255,6 +255,15 @@ impl Gate {
                 tracing::info!("[hosts.\"{}\"] rate {rate}: burst {}", p.pattern, q.burst());
             }
         }
+        // A quota with no room for a late start (`--burst 1` at a high rate) is served by a
+        // driver on a thread of its own: on the caller's runtime its wake-ups would queue
+        // behind every other task's, and each late one is a start lost for good.
+        let strict = limits
+            .rates
+            .iter()
+            .chain(&limits.per_host_rates)
+            .chain(limits.profiles.iter().flat_map(|p| &p.rates))
+            .any(|r| Quota::new(*r, limits.burst).tolerance() < timer::COARSE_LATENESS);
         let (requests, served) = tokio::sync::mpsc::unbounded_channel();
         let sharing = limits.shared.as_ref().map(|s| Sharing {
             requests: requests.clone(),
@@ -293,7 +302,9 @@ impl Gate {
             }),
             wake: Notify::new(),
         });
-        tokio::spawn(driver::drive(Arc::clone(&shared)));
+        if !(strict && driver::spawn_on_own_thread(Arc::clone(&shared))) {
+            tokio::spawn(driver::drive(Arc::clone(&shared)));
+        }
         if let Some(redis) = redis {
             serve_leases(&redis, served, &shared)?;
         }

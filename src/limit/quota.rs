@@ -174,7 +174,6 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
         self.quota().burst_size()
     }
 
-    #[cfg(test)]
     /// How late a start may be without losing schedule (`tau`).
     pub(super) fn tolerance(&self) -> Duration {
         tolerance(&self.quota())
