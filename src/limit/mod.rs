@@ -48,6 +48,10 @@ use crate::profile::HostProfile;
 use crate::settings::{LimitsFallback, LimitsUrl, Settings};
 use crate::units::Rate;
 
+/// A strict quota this fast or faster gets the gate's driver a thread of its own (see
+/// `Gate::new`).
+const OWN_THREAD_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Wait until `deadline`, to within microseconds rather than the ~2 ms of tokio's timer (see
 /// `timer`): for a schedule that is not a limit, like the start of a polling round.
 pub(crate) async fn wait_until(deadline: Instant) {
@@ -255,15 +259,20 @@ impl Gate {
                 tracing::info!("[hosts.\"{}\"] rate {rate}: burst {}", p.pattern, q.burst());
             }
         }
-        // A quota with no room for a late start (`--burst 1` at a high rate) is served by a
-        // driver on a thread of its own: on the caller's runtime its wake-ups would queue
-        // behind every other task's, and each late one is a start lost for good.
+        // A fast quota with no room for a late start (`--burst 1` at 50/s and above) is
+        // served by a driver on a thread of its own: on the caller's runtime its wake-ups
+        // would queue behind every other task's, and each late one is a start lost for good.
+        // Slower strict quotas (the automatic burst is 1 only below 50/s) lose under 1% to
+        // such a delay and keep the driver as a task, without cross-thread wake-ups.
         let strict = limits
             .rates
             .iter()
             .chain(&limits.per_host_rates)
             .chain(limits.profiles.iter().flat_map(|p| &p.rates))
-            .any(|r| Quota::new(*r, limits.burst).tolerance() < timer::COARSE_LATENESS);
+            .any(|r| {
+                r.interval() <= OWN_THREAD_INTERVAL
+                    && Quota::new(*r, limits.burst).tolerance() < timer::COARSE_LATENESS
+            });
         let (requests, served) = tokio::sync::mpsc::unbounded_channel();
         let sharing = limits.shared.as_ref().map(|s| Sharing {
             requests: requests.clone(),
