@@ -13,10 +13,12 @@ fn quota_urls(server: &ApiServer, n: usize) -> String {
         .collect()
 }
 
-/// With quota headers read (the default), a burst of URLs against a quota of 10 per second
-/// gets no 429, in every dialect; every record says the pace in effect.
-#[test]
-fn quota_headers_pace_every_dialect_without_a_429() {
+/// Run fetchall with `args` over `n` URLs against a quota server of 10 per second in each
+/// header dialect, all four at once (each its own server); the servers and outputs.
+fn in_every_dialect(
+    args: &'static [&'static str],
+    n: usize,
+) -> Vec<(Dialect, ApiServer, std::process::Output)> {
     let dialects = [
         Dialect::Ietf,
         Dialect::Triple,
@@ -28,13 +30,19 @@ fn quota_headers_pace_every_dialect_without_a_429() {
         .map(|d| {
             std::thread::spawn(move || {
                 let server = ApiServer::start_in_background(10, Duration::from_secs(1), d);
-                let out = run(&["-c", "10", "--retries", "0"], &quota_urls(&server, 25));
+                let out = run(args, &quota_urls(&server, n));
                 (d, server, out)
             })
         })
         .collect();
-    for handle in runs {
-        let (d, server, out) = handle.join().unwrap();
+    runs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// With quota headers read (the default), a burst of URLs against a quota of 10 per second
+/// gets no 429, in every dialect; every record says the pace in effect.
+#[test]
+fn quota_headers_pace_every_dialect_without_a_429() {
+    for (d, server, out) in in_every_dialect(&["-c", "10", "--retries", "0"], 25) {
         assert!(out.status.success(), "{d:?}: {:?}", out);
         let recs = records(&out.stdout);
         assert_eq!(recs.len(), 25, "{d:?}");
@@ -51,24 +59,7 @@ fn quota_headers_pace_every_dialect_without_a_429() {
 /// retries of that burst used to meet 429s again, window after window).
 #[test]
 fn a_quota_below_the_concurrency_costs_only_the_first_burst() {
-    let dialects = [
-        Dialect::Ietf,
-        Dialect::Triple,
-        Dialect::XDelta,
-        Dialect::XEpoch,
-    ];
-    let runs: Vec<_> = dialects
-        .into_iter()
-        .map(|d| {
-            std::thread::spawn(move || {
-                let server = ApiServer::start_in_background(10, Duration::from_secs(1), d);
-                let out = run(&["-c", "30"], &quota_urls(&server, 40));
-                (d, server, out)
-            })
-        })
-        .collect();
-    for handle in runs {
-        let (d, server, out) = handle.join().unwrap();
+    for (d, server, out) in in_every_dialect(&["-c", "30"], 40) {
         let recs = records(&out.stdout);
         assert_eq!(recs.len(), 40, "{d:?}");
         let failed: Vec<_> = recs.iter().filter(|r| r["ok"] != true).collect();
