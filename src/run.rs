@@ -235,6 +235,7 @@ fn launch(
         state,
         profiled,
         more_rounds: std::sync::atomic::AtomicBool::new(false),
+        reuse: scheduler::Reuse::new(crate::fetch::POOL_IDLE_TIMEOUT),
     });
     let skipped = ctx.skipped.clone();
     let (record_tx, mut record_rx) = mpsc::channel(RECORD_QUEUE);
@@ -273,7 +274,7 @@ async fn drive(
             tracing::debug!("round {index} starts");
         }
         // A host's last request of this round is not its last of the run when a round
-        // follows: its connection stays open for it (see `Context::last_for_host`).
+        // follows: its connection stays open for it (see `Context::closes_after`).
         let more = count.is_none_or(|n| index + 1 < n);
         ctx.more_rounds.store(more, Ordering::Relaxed);
         ctx.input_done.store(false, Ordering::Relaxed);
@@ -299,7 +300,7 @@ async fn drive(
         // Unconstrained by tokio's cooperative budget: the dispatcher puts every line it has
         // into the gate before the requests it spawned get to run, so a request knows whether
         // more of its host are coming (and, if none, closes its connection: see
-        // `scheduler::Context::last_for_host`). It still waits whenever the input or the
+        // `scheduler::Context::closes_after`). It still waits whenever the input or the
         // lookahead makes it, which is where the others run.
         let dispatch = tokio::task::unconstrained(scheduler::dispatch(
             Arc::clone(&ctx),

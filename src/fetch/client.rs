@@ -11,7 +11,7 @@ use crate::profile::HostProfile;
 use crate::settings::{Proxy, Settings};
 
 /// How long an idle connection stays in the pool (reqwest's default is 90 s).
-const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Build the one HTTP client a run shares (connection pool, timeouts, redirects, TLS, proxy).
 ///
@@ -91,8 +91,9 @@ fn build(settings: &Settings, proxy: Option<&Proxy>) -> Result<reqwest::Client, 
         .read_timeout(settings.read_timeout)
         .pool_max_idle_per_host(settings.concurrency.get())
         // A host's last known request closes its connection (`Connection: close`, see
-        // `fetch::attempt`); this cleans up after the ones no request could know were last
-        // (those started before the input was read): idle for 10 s, a connection is history.
+        // `fetch::attempt`), and only a few hosts keep one while that is not known yet (see
+        // `scheduler::reuse`); this cleans up after those: idle for 10 s, a connection is
+        // history.
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)

@@ -14,5 +14,5 @@ mod redirect;
 mod resolve;
 
 pub(crate) use self::attempt::{Outcome, attempt};
-pub(crate) use self::client::{Clients, client};
+pub(crate) use self::client::{Clients, POOL_IDLE_TIMEOUT, client};
 pub(crate) use self::redirect::{leave_origin, same_origin};

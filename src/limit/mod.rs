@@ -213,8 +213,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.shared).release(&self.host);
-        self.shared.wake.notify_one();
+        if lock(&self.shared).release(&self.host) {
+            self.shared.wake.notify_one();
+        }
     }
 }
 
@@ -370,9 +371,17 @@ impl Gate {
                 h.waiters.push_back(tx);
             }
             h.last_active = now;
-            if !h.queued {
-                h.queued = true;
-                st.ready.push_back(host.clone());
+            if h.queued {
+                // Its host is already in line (ready, or timed): the driver has it in view.
+                return Ticket(rx);
+            }
+            h.queued = true;
+            // With others ready, the driver is busy, or held back by the global cap (a slot
+            // coming back wakes it) or a global quota (it wakes on time): no need to wake it.
+            let idle = st.ready.is_empty();
+            st.ready.push_back(host.clone());
+            if !idle {
+                return Ticket(rx);
             }
         }
         self.shared.wake.notify_one();

@@ -95,13 +95,32 @@ fn tolerance(q: &governor::Quota) -> Duration {
     q.replenish_interval() * (q.burst_size().get() - 1)
 }
 
+/// governor's clock for a quota: `C`, except while the gate decides at an instant it has
+/// already read (see [`Quota::peek_as_of`]). governor reads its clock inside every check; the
+/// gate records a start at the instant it read before deciding, and the two must be the same
+/// instant, or two recorded starts could lie closer than GCRA spaces them (a thread
+/// descheduled between the two readings moves the decision, not the record).
+#[derive(Debug, Clone)]
+struct Decided<C> {
+    clock: C,
+    at: Cell<Option<Instant>>,
+}
+
+impl<C: Clock<Instant = Instant>> Clock for Decided<C> {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        self.at.get().unwrap_or_else(|| self.clock.now())
+    }
+}
+
 /// One rate quota: a governor rate limiter with one state, which can be peeked.
 ///
 /// The clock is a type parameter only so the unit tests can drive time by hand; the gate
 /// uses `Quota` = `Quota<MonotonicClock>`.
 #[derive(Debug)]
 pub(super) struct Quota<C: Clock<Instant = Instant> = MonotonicClock> {
-    limiter: RateLimiter<Op, TatStore, C, StateInformationMiddleware>,
+    limiter: RateLimiter<Op, TatStore, Decided<C>, StateInformationMiddleware>,
     /// A clock reading taken just after the limiter was built. governor measures its TAT from
     /// the limiter's start, which it reads itself and does not expose; that start is at most
     /// this (one clock read earlier), so `built + TAT` is never earlier than the real TAT.
@@ -152,6 +171,10 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
         let origin = clock.now();
         let since = tat.map_or(Duration::ZERO, |at| at.saturating_duration_since(origin));
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2);
+        let clock = Decided {
+            clock,
+            at: Cell::new(None),
+        };
         let limiter = RateLimiter::new(quota, TatStore(Cell::new(nanos)), clock);
         let built = limiter.clock().now();
         Quota { limiter, built }
@@ -182,6 +205,22 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
     /// Would a cell conform now? governor decides; nothing changes.
     pub(super) fn peek(&self) -> Result<(), Wait> {
         self.peek_snapshot().map(drop)
+    }
+
+    /// [`Quota::peek`] as decided at `now` (a reading the caller took), not at a fresh one.
+    pub(super) fn peek_as_of(&self, now: Instant) -> Result<(), Wait> {
+        self.limiter.clock().at.set(Some(now));
+        let decision = self.peek();
+        self.limiter.clock().at.set(None);
+        decision
+    }
+
+    /// [`Quota::take`] as decided at `now`: the instant the caller records the start at.
+    pub(super) fn take_as_of(&mut self, now: Instant) -> Result<(), Wait> {
+        self.limiter.clock().at.set(Some(now));
+        let decision = self.take();
+        self.limiter.clock().at.set(None);
+        decision
     }
 
     fn peek_snapshot(&self) -> Result<StateSnapshot, Wait> {
@@ -233,7 +272,7 @@ impl<C: Clock<Instant = Instant> + Clone> Quota<C> {
         burst: Option<NonZeroU32>,
         defer_to: Option<Instant>,
     ) -> Quota<C> {
-        let clock = self.limiter.clock().clone();
+        let clock = self.limiter.clock().clock.clone();
         let built = self.built;
         // The state store is ours: take the limiter apart to read its TAT. `built` is at or
         // after the old limiter's start, so the TAT read here errs late, never early.
@@ -357,6 +396,24 @@ mod tests {
             n, 3,
             "the start at 0 plus 15 ms late: 2 caught up + the burst"
         );
+    }
+
+    /// A decision made at an instant the caller read is made at that instant, whatever the
+    /// clock says by then: the recorded starts are exactly the ones GCRA spaced.
+    #[test]
+    fn decisions_are_made_at_the_callers_instant() {
+        let t0 = Instant::now();
+        let clock = Manual::at(t0);
+        let mut q = manual("10/s", Some(1), &clock);
+        clock.set(t0 + Duration::from_millis(7));
+        q.take_as_of(t0).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(q.peek_as_of(t0 + ms(99)).unwrap_err().until, t0 + ms(100));
+        assert!(q.peek_as_of(t0 + ms(100)).is_ok());
+        // Without an instant, the clock decides (7 ms after the start: refused).
+        assert!(q.peek().is_err());
+        q.take_as_of(t0 + ms(100)).unwrap();
+        assert!(q.take_as_of(t0 + ms(199)).is_err());
     }
 
     #[test]

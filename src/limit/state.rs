@@ -126,15 +126,15 @@ pub(super) trait Cells {
 }
 
 impl Cells for Quota {
-    fn peek_at(&self, _now: Instant) -> Result<(), Wake> {
-        self.peek().map_err(|w| {
+    fn peek_at(&self, now: Instant) -> Result<(), Wake> {
+        self.peek_as_of(now).map_err(|w| {
             let strict = (w.tolerance() < COARSE_LATENESS).then(|| w.quota.replenish_interval());
             (w.until, strict)
         })
     }
 
-    fn take_at(&mut self, _now: Instant) -> Result<(), Instant> {
-        self.take().map_err(|w| w.until)
+    fn take_at(&mut self, now: Instant) -> Result<(), Instant> {
+        self.take_as_of(now).map_err(|w| w.until)
     }
 }
 
@@ -271,17 +271,24 @@ impl State {
         )
     }
 
-    pub(super) fn release(&mut self, key: &HostKey) {
+    /// A request to `key` ended. True when that may let a waiter start (the driver must look
+    /// again): the global cap held back the ready hosts, or the host's own cap held back its
+    /// queue. Otherwise nothing the driver waits for changed, and waking it would only cost
+    /// a cross-thread wake-up per request.
+    pub(super) fn release(&mut self, key: &HostKey) -> bool {
+        let was_full = self.in_flight >= self.limits.concurrency.get();
         self.in_flight = self.in_flight.saturating_sub(1);
+        let unblocks = was_full && !self.ready.is_empty();
         let now = Instant::now();
         let Some(h) = self.hosts.get_mut(key) else {
-            return;
+            return unblocks;
         };
         h.in_flight = h.in_flight.saturating_sub(1);
         h.last_active = now;
         if !h.waiters.is_empty() && !h.queued {
             h.queued = true;
             self.ready.push_back(key.clone());
+            return true;
         } else if h.is_idle(now) && !h.aimd.as_ref().is_some_and(Aimd::is_cut) {
             // Forget it at once when nothing would be lost (no per-host quota, or full
             // again): most hosts of a long list of distinct hosts leave here, not in a sweep.
@@ -299,6 +306,7 @@ impl State {
                 }
             }
         }
+        unblocks
     }
 
     /// Start a request to `key` right now if nothing else is waiting and every limit allows

@@ -261,7 +261,9 @@ impl Job {
         let settings = ctx.settings_for(&self.request.url);
         loop {
             tally.count += 1;
-            let last = slot.as_ref().is_some_and(|s| ctx.last_for_host(s));
+            let last = slot
+                .as_ref()
+                .is_some_and(|s| ctx.closes_after(s, &self.host));
             let outcome = tokio::select! {
                 biased;
                 () = ctx.hard.cancelled() => return (cancelled(ctx), slot),

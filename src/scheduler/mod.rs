@@ -24,6 +24,7 @@
 
 mod filtered;
 mod job;
+mod reuse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::job::{Job, Polled};
+pub(crate) use self::reuse::Reuse;
 use crate::input::Line;
 use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
@@ -86,6 +88,8 @@ pub(crate) struct Context {
     /// Another round follows the one running: every host will be asked again, so no request
     /// is its host's last and connections are kept for the next round.
     pub more_rounds: AtomicBool,
+    /// Which hosts keep an idle connection before it is known whether they have more lines.
+    pub reuse: Reuse,
     /// The settings of the host profiles' requests, with their timeout and retries in
     /// place, and for each profile (same order as `settings.profiles`) the index of its own
     /// (see [`Settings::profiled`] and [`Context::settings_for`]).
@@ -203,15 +207,18 @@ pub(crate) async fn dispatch(
 }
 
 impl Context {
-    /// Whether a request just admitted with `slot` is the last one to its host as far as
-    /// anyone can know: nothing of its host waits in the gate, and the dispatcher has read
-    /// the whole input or as far ahead as the lookahead lets it (so every request it will
-    /// hold for a while is in the gate), and no round follows this one. Its connection is
-    /// then not kept for reuse.
-    pub(crate) fn last_for_host(&self, slot: &Slot) -> bool {
-        !self.more_rounds.load(Ordering::Relaxed)
-            && slot.alone()
-            && (self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0)
+    /// Whether a request to `host` just admitted with `slot` closes its connection after it
+    /// (see `reuse`): when it is the host's last as far as anyone can know (nothing of its
+    /// host waits in the gate, the dispatcher has read the whole input or as far ahead as the
+    /// lookahead lets it, and no round follows), or when it may be the last and enough other
+    /// hosts already keep an idle connection on the same chance.
+    pub(crate) fn closes_after(&self, slot: &Slot, host: &HostKey) -> bool {
+        if self.more_rounds.load(Ordering::Relaxed) || !slot.alone() {
+            return false;
+        }
+        let known_last =
+            self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0;
+        known_last || !self.reuse.keep(host, Instant::now())
     }
 }
 

@@ -1,13 +1,15 @@
 //! Memory follows work: a host with nothing queued or in flight keeps no idle connection, so
 //! the sockets open at once stay near the concurrency however many hosts a list names. (The
 //! gate's own per-host state is tested in the library: `limit::tests::idle_hosts_are_forgotten`.)
+//! While the input is still coming, a request cannot know whether it is its host's last; only
+//! a few hosts (`scheduler::reuse::IDLE_HOSTS`, 16) keep their connection on that chance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{records, run};
+use crate::support::{fetchall, records, run};
 
 /// Connections open at the server now, the most at once, and requests that asked to close.
 #[derive(Default)]
@@ -112,5 +114,54 @@ async fn idle_hosts_keep_no_connections() {
     assert!(
         closes <= 2 * 4 + 4,
         "{closes} of {n} requests asked to close"
+    );
+}
+
+/// The connection bound while the input never ends: 100 distinct hosts on a stdin that stays
+/// open until every record is out, so no request can ever know it is its host's last (the
+/// input is not done, the lookahead not full). Each host's connection used to stay open (100
+/// at once); now at most 16 hosts keep one on the chance of more lines, the rest close after
+/// their request: `-c 4` + 16, plus a few closes on their way.
+#[tokio::test]
+async fn open_connections_stay_near_the_concurrency_while_the_input_is_open() {
+    use std::io::{BufRead, Write};
+    let (port, conns) = counting_server().await;
+    let n = 100;
+    let max_open = tokio::task::spawn_blocking(move || {
+        let mut child = fetchall()
+            .args(["-c", "4", "--body", "none", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..n {
+            writeln!(stdin, "http://h{i}.localhost:{port}/").unwrap();
+        }
+        stdin.flush().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ok = 0;
+        for line in stdout.lines().take(n) {
+            let record: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            assert_eq!(record["ok"], true, "{record}");
+            ok += 1;
+        }
+        assert_eq!(ok, n);
+        // Every request is done; whatever is open now is idle.
+        let idle = conns.open.load(Ordering::SeqCst);
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        (conns.max_open.load(Ordering::SeqCst), idle)
+    })
+    .await
+    .unwrap();
+    let (max_open, idle) = max_open;
+    assert!(
+        idle <= 16 + 4,
+        "{idle} idle connections after {n} one-request hosts"
+    );
+    assert!(
+        max_open <= 4 + 16 + 4,
+        "{max_open} connections open at once at -c 4"
     );
 }
