@@ -143,7 +143,7 @@ pub(crate) async fn attempt(
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let urls = [&request.url, &hop.url];
+                let urls = [&request.url, &*hop.url];
                 return Outcome::failed(describe(&e, settings, started, &urls, redactor));
             }
         };
@@ -205,7 +205,7 @@ pub(crate) async fn attempt(
         }
         Err((bytes, BodyError::Failed(e))) => {
             outcome.bytes = Some(bytes);
-            let urls = [&request.url, &hop.url];
+            let urls = [&request.url, &*hop.url];
             outcome.error = Some(describe(&e, settings, started, &urls, redactor));
             return outcome;
         }

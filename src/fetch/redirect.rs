@@ -18,6 +18,8 @@
 //! - A `Location` that is not a URL, a target that is not http(s), or one redirect too many
 //!   (a loop ends this way) end the request with kind `redirect` (never `ok: true`).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, LOCATION,
@@ -31,26 +33,28 @@ use crate::redact::{Redactor, bounded};
 use crate::request::Request;
 use crate::settings::Settings;
 
-/// One request of a redirect chain.
+/// One request of a redirect chain. The first hop borrows the request's URL and headers
+/// (most requests are never redirected, and a copy per request is measurable on a fast
+/// run); a followed hop owns what it changed.
 #[derive(Debug, Clone)]
-pub(super) struct Hop {
-    pub url: Url,
+pub(super) struct Hop<'r> {
+    pub url: Cow<'r, Url>,
     pub method: Method,
-    pub headers: HeaderMap,
+    pub headers: Cow<'r, HeaderMap>,
     pub body: Option<Bytes>,
     /// The spec line's header names: a host profile's headers do not replace them.
-    pub own: Vec<HeaderName>,
+    pub own: Cow<'r, [HeaderName]>,
 }
 
-impl Hop {
+impl<'r> Hop<'r> {
     /// The first hop: the request itself (its defaults already applied).
-    pub(super) fn first(request: &Request) -> Hop {
+    pub(super) fn first(request: &'r Request) -> Hop<'r> {
         Hop {
-            url: request.url.clone(),
+            url: Cow::Borrowed(&request.url),
             method: request.method(),
-            headers: request.headers.clone(),
+            headers: Cow::Borrowed(&request.headers),
             body: request.body.as_ref().map(|b| b.bytes()),
-            own: request.own.clone(),
+            own: Cow::Borrowed(&request.own),
         }
     }
 
@@ -68,17 +72,17 @@ impl Hop {
         let profile = client.profile_for(&self.url);
         // The client of this hop's host's proxy (see `Clients`).
         let client = client.for_url(&self.url);
-        let headers = match profile {
-            None => self.headers.clone(),
+        let mut builder = client.request(self.method.clone(), Url::clone(&self.url));
+        // A request without headers of its own (a plain URL line) copies no header map.
+        match profile {
+            None if self.headers.is_empty() => {}
+            None => builder = builder.headers(HeaderMap::clone(&self.headers)),
             Some(p) => {
-                let mut headers = self.headers.clone();
+                let mut headers = HeaderMap::clone(&self.headers);
                 p.add_headers(&mut headers, &self.own);
-                headers
+                builder = builder.headers(headers);
             }
-        };
-        let mut builder = client
-            .request(self.method.clone(), self.url.clone())
-            .headers(headers);
+        }
         if close && !self.headers.contains_key(reqwest::header::CONNECTION) {
             builder = builder.header(
                 reqwest::header::CONNECTION,
@@ -94,11 +98,11 @@ impl Hop {
 
 /// What to do after a response.
 #[derive(Debug)]
-pub(super) enum Next {
+pub(super) enum Next<'r> {
     /// The response is the answer.
     Done,
     /// Follow the redirect with this hop.
-    Follow(Box<Hop>),
+    Follow(Box<Hop<'r>>),
     /// The redirect cannot be followed; the message says why.
     Refuse(String),
 }
@@ -112,14 +116,14 @@ pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
 
 /// Decide what follows `response` to `hop`. `followed`: redirects followed so far;
 /// `origin`: the request's own URL.
-pub(super) fn next(
+pub(super) fn next<'r>(
     response: &reqwest::Response,
-    hop: &Hop,
+    hop: &Hop<'r>,
     origin: &Url,
     followed: u32,
     settings: &Settings,
     redactor: &Redactor,
-) -> Next {
+) -> Next<'r> {
     let status = response.status();
     let redirect = matches!(
         status,
@@ -166,7 +170,7 @@ pub(super) fn next(
         ));
     }
     let mut next = Hop {
-        url: target,
+        url: Cow::Owned(target),
         method: hop.method.clone(),
         headers: hop.headers.clone(),
         body: hop.body.clone(),
@@ -180,17 +184,20 @@ pub(super) fn next(
     }
     if to_get || status == StatusCode::SEE_OTHER {
         next.body = None;
+        let headers = next.headers.to_mut();
         for name in [
             CONTENT_TYPE,
             CONTENT_LENGTH,
             CONTENT_ENCODING,
             TRANSFER_ENCODING,
         ] {
-            next.headers.remove(name);
+            headers.remove(name);
         }
     }
     if !same_origin(&next.url, origin) {
-        leave_origin(&mut next.headers, &mut next.own, settings);
+        let mut own = next.own.into_owned();
+        leave_origin(next.headers.to_mut(), &mut own, settings);
+        next.own = Cow::Owned(own);
     }
     Next::Follow(Box::new(next))
 }

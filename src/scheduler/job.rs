@@ -349,7 +349,10 @@ impl Job {
         }
         let mut saved = None;
         if let (Some(dir), Some(body)) = (&ctx.save_dir, &outcome.body) {
-            match dir.write(self.seq, self.request.id.as_ref(), body).await {
+            // Boxed, as `mark` below: only runs with --save-dir (or polling) pay for the
+            // state of these waits; inline, every running job's task held room for them
+            // (docs/performance.md, "Issue 15, third pass").
+            match Box::pin(dir.write(self.seq, self.request.id.as_ref(), body)).await {
                 Ok(s) => saved = Some(s),
                 // A body we could not keep fails the record even when the response was fine:
                 // the user asked for the file.
@@ -422,7 +425,7 @@ impl Job {
             let started = SystemTime::now()
                 .checked_sub(tally.first_start.elapsed())
                 .unwrap_or_else(SystemTime::now);
-            polled.mark(state, &mut record, fresh, started).await;
+            Box::pin(polled.mark(state, &mut record, fresh, started)).await;
         }
         record
     }
