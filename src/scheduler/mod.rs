@@ -37,11 +37,11 @@ use crate::input::Line;
 use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
 use crate::redact::Redactor;
-use crate::reorder::{Order, Place};
+use crate::reorder::Order;
 use crate::resume::Done;
 use crate::save::SaveDir;
 use crate::settings::Settings;
-use crate::state::{Key, State};
+use crate::state::{Key, Pending, State};
 
 /// Requests alive at once (in flight, or waiting to retry) per in-flight slot. Tasks that wait
 /// to retry hold no slot, so without this bound a server answering 429 to everything would
@@ -153,36 +153,13 @@ pub(crate) async fn dispatch(
         order,
         round,
     };
-    loop {
-        let line = tokio::select! {
-            biased;
-            () = dispatcher.ctx.stop.cancelled() => break,
-            line = lines.recv() => match line {
-                Some(line) => line,
-                None => break,
-            },
-        };
-        match dispatcher.handle(line).await {
-            Step::Next => {}
-            Step::Skipped => {
-                dispatcher
-                    .ctx
-                    .skipped
-                    .0
-                    .resumed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Step::OtherShard => {
-                dispatcher
-                    .ctx
-                    .skipped
-                    .0
-                    .other_shards
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Step::Stop => break,
-        }
-    }
+    // When polling, a job waits for its state lookup between the reading and the gate (see
+    // `Dispatcher::enqueue_answered`); both run here, side by side.
+    let (staged_tx, staged_rx) = mpsc::unbounded_channel();
+    let staged_tx = dispatcher.ctx.state.is_some().then_some(staged_tx);
+    let read = dispatcher.read(&mut lines, staged_tx);
+    let stage = dispatcher.enqueue_answered(staged_rx);
+    tokio::join!(read, stage);
     dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
@@ -200,6 +177,87 @@ pub(crate) async fn dispatch(
         );
     }
     dispatcher.order
+}
+
+/// A polling job whose state lookup is on its way: it enters the gate once it is answered.
+struct Staged {
+    job: Job,
+    key: Key,
+    pending: Pending,
+    /// Its place among the requests alive, taken when it was read.
+    alive: OwnedSemaphorePermit,
+}
+
+impl Dispatcher {
+    /// Read lines and handle each until the input ends, the run is stopped, or nobody reads
+    /// the records any more. Dropping `staged` (at the end) ends the stage after it.
+    async fn read(
+        &self,
+        lines: &mut mpsc::Receiver<Line>,
+        staged: Option<mpsc::UnboundedSender<Staged>>,
+    ) {
+        let dispatcher = self;
+        loop {
+            let line = tokio::select! {
+                biased;
+                () = dispatcher.ctx.stop.cancelled() => break,
+                line = lines.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
+            };
+            match dispatcher.handle(line, staged.as_ref()).await {
+                Step::Next => {}
+                Step::Skipped => {
+                    dispatcher
+                        .ctx
+                        .skipped
+                        .0
+                        .resumed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Step::OtherShard => {
+                    dispatcher
+                        .ctx
+                        .skipped
+                        .0
+                        .other_shards
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Stop => break,
+            }
+        }
+    }
+
+    /// The stage between reading and the gate, when polling: take the staged jobs in input
+    /// order and queue each at its host once its lookup is answered (the state thread answers
+    /// in the order asked, so the head is answered first). Admission is then the last step
+    /// before a request is sent: a job admitted before its answer came would have its start
+    /// (and its cell of every rate quota) counted early and reach the server late, bunched
+    /// with the ones admitted after it. Lookups stay pipelined: the reader asks as it reads.
+    async fn enqueue_answered(&self, mut staged: mpsc::UnboundedReceiver<Staged>) {
+        while let Some(Staged {
+            mut job,
+            key,
+            pending,
+            alive,
+        }) = staged.recv().await
+        {
+            // Not started when the run stops: no record, like a line not read yet.
+            let stored = tokio::select! {
+                biased;
+                () = self.ctx.stop.cancelled() => return,
+                () = self.records.closed() => return,
+                stored = pending.stored() => stored,
+            };
+            job.polled = Some(Polled {
+                round: self.round.index,
+                key,
+                stored,
+            });
+            self.start(job, alive);
+        }
+    }
 }
 
 impl Context {
@@ -236,8 +294,9 @@ enum Step {
 }
 
 impl Dispatcher {
-    /// Give `line` its place in the output order, then its record (a bad line) or its job.
-    async fn handle(&self, line: Line) -> Step {
+    /// Give `line` its place in the output order, then its record (a bad line) or its job:
+    /// queued at its host, or when polling staged until its state lookup is answered.
+    async fn handle(&self, line: Line, staged: Option<&mpsc::UnboundedSender<Staged>>) -> Step {
         let request = line.request.map(|r| self.ctx.settings.request.apply(r));
         // Keyed by the host the per-host limits use, so one host's lines share one shard.
         let host = request.as_ref().ok().map(|r| HostKey::of(&r.url));
@@ -312,33 +371,40 @@ impl Dispatcher {
             host,
             polled: None,
         };
-        self.start(job, place, alive);
-        Step::Next
-    }
-
-    /// Queue `job` at its host now, in input order (tasks start in no particular order), and
-    /// spawn the task that runs it once the gate admits it.
-    fn start(&self, job: Job, place: Option<Place<'_>>, alive: OwnedSemaphorePermit) {
-        let ticket = self.ctx.gate.enqueue(&job.host);
         // Its place in the output order is its place in the input. A job that never starts
         // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
         if let Some(place) = place {
             place.send(job.seq);
         }
+        match (&self.ctx.state, staged) {
+            (Some(state), Some(staged)) => {
+                // Asked now, in input order; the job enters the gate once it is answered.
+                let key = Key::of(&job.request);
+                let pending = state.lookup(key).await;
+                let staged_job = Staged {
+                    job,
+                    key,
+                    pending,
+                    alive,
+                };
+                // Gone only when the stage has ended: the run is stopping.
+                if staged.send(staged_job).is_err() {
+                    return Step::Stop;
+                }
+            }
+            _ => self.start(job, alive),
+        }
+        Step::Next
+    }
+
+    /// Queue `job` at its host now, in input order (tasks start in no particular order), and
+    /// spawn the task that runs it once the gate admits it.
+    fn start(&self, job: Job, alive: OwnedSemaphorePermit) {
+        let ticket = self.ctx.gate.enqueue(&job.host);
         let ctx = Arc::clone(&self.ctx);
         let records = self.records.clone();
-        let round = self.round.index;
         let guard = self.round.guard.clone();
-        let mut job = job;
         tokio::spawn(async move {
-            // Asked now, answered while the job waits for its turn.
-            let lookup = match &ctx.state {
-                Some(state) => {
-                    let key = Key::of(&job.request);
-                    Some((key, state.lookup(key).await))
-                }
-                None => None,
-            };
             // Not started when the run stops: no record, like a line not read yet.
             let slot = tokio::select! {
                 biased;
@@ -346,13 +412,6 @@ impl Dispatcher {
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
-            if let Some((key, pending)) = lookup {
-                job.polled = Some(Polled {
-                    round,
-                    key,
-                    stored: pending.stored().await,
-                });
-            }
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;

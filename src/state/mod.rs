@@ -92,6 +92,9 @@ enum Msg {
     },
     /// Commit, close the file and answer with the first error, if any.
     Close(oneshot::Sender<Result<(), String>>),
+    /// Tests: answer nothing queued after this until the sender is dropped.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
 }
 
 /// The open state: a handle on the thread that owns the database.
@@ -186,6 +189,15 @@ impl State {
         };
         // A stopped thread has already reported why (see `close`).
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Tests: hold the state thread (nothing asked after this is answered) until the
+    /// returned sender is dropped.
+    #[cfg(test)]
+    pub(crate) async fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = self.tx.send(Msg::Hold(rx)).await;
+        tx
     }
 
     /// Commit what is queued and close the file; the first write error, if any. Outcomes put
@@ -316,6 +328,10 @@ impl store::Store {
                     puts += 1;
                 }
                 Msg::Close(_) => {}
+                #[cfg(test)]
+                Msg::Hold(release) => {
+                    let _ = release.recv();
+                }
             }
         }
         Ok(puts)
