@@ -126,7 +126,8 @@ measure() {
     local tpid=$!
     sleep 0.2
     local fpid spid=""
-    fpid=$(pgrep -P "$tpid" -x fetchall || true)
+    # The one child of /usr/bin/time (whatever the binary is called: FETCHALL_BIN).
+    fpid=$(pgrep -P "$tpid" | head -n 1 || true)
     if [ -n "$fpid" ]; then
         sample "$fpid" "$work/$name.samples" &
         spid=$!
