@@ -407,8 +407,10 @@ mod tests {
         // it cannot be sent yet; admission must come after the answer, so every record starts
         // after the release. Port 1 refuses at once: the records are errors, with starts.
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::default();
-        settings.state = Some(dir.path().join("state.db"));
+        let mut settings = Settings {
+            state: Some(dir.path().join("state.db")),
+            ..Settings::default()
+        };
         settings.retry.retries = 0;
         let state = State::open(settings.state.as_deref()).await.unwrap();
         let release = state.hold().await;

@@ -73,9 +73,7 @@ impl Polled {
         let same = match self.stored {
             Some(before) if not_modified => {
                 // Not modified: the stored outcome stands; new validators, if sent, replace it.
-                let kept = |new: &Option<String>, old: &Option<String>| {
-                    new.is_none() || new == old
-                };
+                let kept = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
                 let same = kept(&fresh.etag, &before.etag)
                     && kept(&fresh.last_modified, &before.last_modified);
                 fresh = Stored {

@@ -7,7 +7,9 @@
 //! alive (see [`alive_bound`]): waiting for their turn (at most `--lookahead`), in flight, or
 //! waiting to retry; when it is reached, reading pauses until one finishes. A separate
 //! per-host window would only make that bound smaller: input is read in order, so the first
-//! line that cannot be held stops the reading whatever host it is for.
+//! line that cannot be held stops the reading whatever host it is for. When polling, a job
+//! is looked up in the state as it is read and joins its host's queue once the answer is in
+//! (still in input order), so the gate's admission is the last step before it is sent.
 //!
 //! Every request runs in its own spawned task (not in a `buffer_unordered` chain, whose futures stall while the
 //! consumer is busy elsewhere, so their timeouts would fire for no reason). A task holds its
@@ -154,12 +156,14 @@ pub(crate) async fn dispatch(
         round,
     };
     // When polling, a job waits for its state lookup between the reading and the gate (see
-    // `Dispatcher::enqueue_answered`); both run here, side by side.
+    // `Dispatcher::enqueue_answered`); both run here, side by side. Unbounded, yet bounded
+    // by `alive`: every staged job holds one of its permits.
     let (staged_tx, staged_rx) = mpsc::unbounded_channel();
     let staged_tx = dispatcher.ctx.state.is_some().then_some(staged_tx);
     let read = dispatcher.read(&mut lines, staged_tx);
     let stage = dispatcher.enqueue_answered(staged_rx);
     tokio::join!(read, stage);
+    // Only now is every job read in the gate (see `Context::last_for_host`).
     dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
@@ -196,29 +200,22 @@ impl Dispatcher {
         lines: &mut mpsc::Receiver<Line>,
         staged: Option<mpsc::UnboundedSender<Staged>>,
     ) {
-        let dispatcher = self;
         loop {
             let line = tokio::select! {
                 biased;
-                () = dispatcher.ctx.stop.cancelled() => break,
+                () = self.ctx.stop.cancelled() => break,
                 line = lines.recv() => match line {
                     Some(line) => line,
                     None => break,
                 },
             };
-            match dispatcher.handle(line, staged.as_ref()).await {
+            match self.handle(line, staged.as_ref()).await {
                 Step::Next => {}
                 Step::Skipped => {
-                    dispatcher
-                        .ctx
-                        .skipped
-                        .0
-                        .resumed
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.ctx.skipped.0.resumed.fetch_add(1, Ordering::Relaxed);
                 }
                 Step::OtherShard => {
-                    dispatcher
-                        .ctx
+                    self.ctx
                         .skipped
                         .0
                         .other_shards

@@ -91,7 +91,10 @@ enum Msg {
         at: String,
     },
     /// The stored outcome of `key` stands as it is; it was fetched again at `at`.
-    Touch { key: Key, at: String },
+    Touch {
+        key: Key,
+        at: String,
+    },
     /// Commit, close the file and answer with the first error, if any.
     Close(oneshot::Sender<Result<(), String>>),
     /// Tests: answer nothing queued after this until the sender is dropped.
@@ -441,7 +444,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             times,
-            (first.into(), "2026-01-02T00:00:00.000Z".into(), first.into())
+            (
+                first.into(),
+                "2026-01-02T00:00:00.000Z".into(),
+                first.into()
+            )
         );
     }
 

@@ -299,7 +299,10 @@ fn two_invocations_like_cron_share_the_state() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(rows.len(), 5);
-    assert!(rows.iter().all(|(seen, _, changed)| seen == changed), "{rows:?}");
+    assert!(
+        rows.iter().all(|(seen, _, changed)| seen == changed),
+        "{rows:?}"
+    );
     let mut fetched: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     let mut at: Vec<&str> = fourth.iter().map(|r| r["at"].as_str().unwrap()).collect();
     fetched.sort_unstable();
