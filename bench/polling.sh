@@ -14,6 +14,8 @@
 #
 #   bench/polling.sh                                      full scale (about 25 minutes)
 #   POLL_N=100000 SOAK_SECONDS=120 bench/polling.sh       reduced scale
+#   PARTS="3" bench/polling.sh                            only the parts listed (of 1 2 3)
+#   FETCHALL_BIN=/path/to/fetchall bench/polling.sh       that binary instead of a release build
 #
 # Needs nginx (Debian: apt-get install -y nginx-light), python3 and /usr/bin/time. Everything
 # runs on 127.0.0.1; nginx is started on a free port with a generated config and stopped at
@@ -24,11 +26,15 @@ cd "$(dirname "$0")/.."
 POLL_N=${POLL_N:-1000000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 CONCURRENCY=${CONCURRENCY:-64}
+PARTS=${PARTS:-1 2 3}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 FILES=1000
 
 command -v nginx >/dev/null || { echo "bench/polling.sh: nginx is missing (apt-get install -y nginx-light)" >&2; exit 2; }
-# The binary's path as cargo reports it (wherever the target dir is).
-bin=$(cargo build --release --quiet --bin fetchall --message-format=json \
+# The binary's path as cargo reports it (wherever the target dir is), or FETCHALL_BIN's (to
+# compare two builds).
+bin=${FETCHALL_BIN:-}
+[ -n "$bin" ] || bin=$(cargo build --release --quiet --bin fetchall --message-format=json \
     | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -120,7 +126,8 @@ measure() {
     local tpid=$!
     sleep 0.2
     local fpid spid=""
-    fpid=$(pgrep -P "$tpid" -x fetchall || true)
+    # The one child of /usr/bin/time (whatever the binary is called: FETCHALL_BIN).
+    fpid=$(pgrep -P "$tpid" | head -n 1 || true)
     if [ -n "$fpid" ]; then
         sample "$fpid" "$work/$name.samples" &
         spid=$!
@@ -131,28 +138,35 @@ measure() {
     python3 -c "print($end - $start)" > "$work/$name.wall"
 }
 
-echo "== 1. scale: $POLL_N URLs, -c $CONCURRENCY, --body none" >&2
-measure plain -c "$CONCURRENCY" --body none "$work/urls.txt"
-measure state -c "$CONCURRENCY" --body none --every 1s --rounds 3 --state "$work/state.db" \
-    --summary "$work/state.summary.json" "$work/urls.txt"
+if part 1; then
+    echo "== 1. scale: $POLL_N URLs, -c $CONCURRENCY, --body none" >&2
+    measure plain -c "$CONCURRENCY" --body none "$work/urls.txt"
+    measure state -c "$CONCURRENCY" --body none --every 1s --rounds 3 --state "$work/state.db" \
+        --summary "$work/state.summary.json" "$work/urls.txt"
+fi
 
-echo "== 2. soak: 1000 URLs every 1s for ${SOAK_SECONDS}s" >&2
-head -n 1000 "$work/urls.txt" > "$work/soak-urls.txt"
-rounds=$SOAK_SECONDS
-measure soak -c "$CONCURRENCY" --body none --every 1s --rounds "$rounds" \
-    --state "$work/soak.db" "$work/soak-urls.txt"
+if part 2; then
+    echo "== 2. soak: 1000 URLs every 1s for ${SOAK_SECONDS}s" >&2
+    head -n 1000 "$work/urls.txt" > "$work/soak-urls.txt"
+    rounds=$SOAK_SECONDS
+    measure soak -c "$CONCURRENCY" --body none --every 1s --rounds "$rounds" \
+        --state "$work/soak.db" "$work/soak-urls.txt"
+fi
 
-echo "== 3. rate across rounds: --rate 100/s --every 2s, 150 URLs, 4 rounds" >&2
-python3 -c "
+if part 3; then
+    echo "== 3. rate across rounds: --rate 100/s --every 2s, 150 URLs, 4 rounds" >&2
+    python3 -c "
 import sys
 for i in range(150): print(f'$base/logged/{i % $FILES}.json?i={i}')" > "$work/rate-urls.txt"
-: > "$work/arrivals.log"
-measure rate --rate 100/s --every 2s --rounds 4 --body none "$work/rate-urls.txt"
-sleep 0.5
+    : > "$work/arrivals.log"
+    measure rate --rate 100/s --every 2s --rounds 4 --body none "$work/rate-urls.txt"
+    sleep 0.5
+fi
 
-python3 - "$work" "$POLL_N" "$SOAK_SECONDS" "$CONCURRENCY" <<'EOF' | tee bench/results/polling.md
+python3 - "$work" "$POLL_N" "$SOAK_SECONDS" "$CONCURRENCY" "$PARTS" <<'EOF' | tee bench/results/polling.md
 import json, sys, datetime, bisect
 work, n, soak_s, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+parts = sys.argv[5].split()
 
 def at(s):
     return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
@@ -208,67 +222,71 @@ print(f"# Polling benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m
 print(f"Loopback nginx (1 worker, static files with ETags), fetchall release build, "
       f"`-c {conc} --body none`, on this 2-core machine. Scale: {n} URLs; soak {soak_s} s.\n")
 
-plain = rounds_of(f"{work}/plain.jsonl")[0]
-plain_rate = plain[2] / max(plain[1] - plain[0], 1e-9)
-print("## 1. Scale: 3 rounds with --state\n")
-print("records/s: records over the span from the round's first request start to its last "
-      "(`started_ms`), the same measure for both runs.\n")
-print(f"- plain run (no state, 1 round): {plain[2]} records, **{plain_rate:.0f} records/s**, "
-      f"wall {num(f'{work}/plain.wall'):.1f} s, peak RSS {num(f'{work}/plain.maxrss') / 1024:.1f} MB")
-r = rounds_of(f"{work}/state.jsonl")
-s = samples(f"{work}/state.samples")
-print(f"- with `--state` (3 rounds, --every 1s: each round overruns and the next starts at once): "
-      f"peak RSS **{num(f'{work}/state.maxrss') / 1024:.1f} MB** over the run\n")
-print("| round | records | 304s | failed | first..last request start | records/s | peak RSS in round (sampled) |")
-print("|---|---|---|---|---|---|---|")
-t_start = s[0][0] - 0.2 if s else 0.0  # sampling starts 0.2 s after the process
-for k in sorted(r):
-    a, b, cnt, nm, failed = r[k]
-    dur = max(b - a, 1e-9)
-    rss = max((x[1] for x in s if a <= x[0] - t_start <= b), default=0)
-    print(f"| {k} | {cnt} | {nm} ({100 * nm / cnt:.1f}%) | {failed} | {a:.1f} s .. {b:.1f} s "
-          f"| {cnt / dur:.0f} ({100 * cnt / dur / plain_rate:.0f}% of plain) | {rss / 1024:.1f} MB |")
-print()
+if "1" in parts:
+    plain = rounds_of(f"{work}/plain.jsonl")[0]
+    plain_rate = plain[2] / max(plain[1] - plain[0], 1e-9)
+    print("## 1. Scale: 3 rounds with --state\n")
+    print("records/s: records over the span from the round's first request start to its last "
+          "(`started_ms`), the same measure for both runs.\n")
+    print(f"- plain run (no state, 1 round): {plain[2]} records, **{plain_rate:.0f} records/s**, "
+          f"wall {num(f'{work}/plain.wall'):.1f} s, peak RSS {num(f'{work}/plain.maxrss') / 1024:.1f} MB")
+    r = rounds_of(f"{work}/state.jsonl")
+    s = samples(f"{work}/state.samples")
+    print(f"- with `--state` (3 rounds, --every 1s: each round overruns and the next starts at once): "
+          f"peak RSS **{num(f'{work}/state.maxrss') / 1024:.1f} MB** over the run\n")
+    print("| round | records | 304s | failed | first..last request start | records/s | peak RSS in round (sampled) |")
+    print("|---|---|---|---|---|---|---|")
+    t_start = s[0][0] - 0.2 if s else 0.0  # sampling starts 0.2 s after the process
+    for k in sorted(r):
+        a, b, cnt, nm, failed = r[k]
+        dur = max(b - a, 1e-9)
+        rss = max((x[1] for x in s if a <= x[0] - t_start <= b), default=0)
+        print(f"| {k} | {cnt} | {nm} ({100 * nm / cnt:.1f}%) | {failed} | {a:.1f} s .. {b:.1f} s "
+              f"| {cnt / dur:.0f} ({100 * cnt / dur / plain_rate:.0f}% of plain) | {rss / 1024:.1f} MB |")
+    print()
 
-print(f"## 2. Soak: --every 1s over 1000 URLs for {soak_s} s\n")
-r = rounds_of(f"{work}/soak.jsonl")
-s = samples(f"{work}/soak.samples")
-starts = [r[k][0] for k in sorted(r)]
-first = starts[0]
-drift = [(t - first) - k for k, t in enumerate(starts)]  # k s apart on the schedule
-late = [d for d in drift if d > 0.010]
-print(f"- rounds: {len(starts)}; round start drift from the schedule (first request of round k "
-      f"vs round 0 + k s): median {sorted(drift)[len(drift) // 2] * 1000:.1f} ms, "
-      f"max {max(drift) * 1000:.1f} ms; rounds later than 10 ms: {len(late)}")
-if s:
-    t_first, t_last = s[0][0], s[-1][0]
-    head = [x for x in s if x[0] <= t_first + 60]
-    tail = [x for x in s if x[0] >= t_last - 60]
-    avg = lambda xs, i: sum(x[i] for x in xs) / len(xs)
-    print(f"- RSS: first minute mean {avg(head, 1) / 1024:.1f} MB (max {max(x[1] for x in head) / 1024:.1f}), "
-          f"last minute mean {avg(tail, 1) / 1024:.1f} MB (max {max(x[1] for x in tail) / 1024:.1f})")
-    print(f"- open fds: first minute {min(x[2] for x in head)}..{max(x[2] for x in head)}, "
-          f"last minute {min(x[2] for x in tail)}..{max(x[2] for x in tail)}")
-print()
+if "2" in parts:
+    print(f"## 2. Soak: --every 1s over 1000 URLs for {soak_s} s\n")
+    r = rounds_of(f"{work}/soak.jsonl")
+    s = samples(f"{work}/soak.samples")
+    starts = [r[k][0] for k in sorted(r)]
+    first = starts[0]
+    drift = [(t - first) - k for k, t in enumerate(starts)]  # k s apart on the schedule
+    late = [d for d in drift if d > 0.010]
+    print(f"- rounds: {len(starts)}; round start drift from the schedule (first request of round k "
+          f"vs round 0 + k s): median {sorted(drift)[len(drift) // 2] * 1000:.1f} ms, "
+          f"max {max(drift) * 1000:.1f} ms; rounds later than 10 ms: {len(late)}")
+    if s:
+        t_first, t_last = s[0][0], s[-1][0]
+        head = [x for x in s if x[0] <= t_first + 60]
+        tail = [x for x in s if x[0] >= t_last - 60]
+        avg = lambda xs, i: sum(x[i] for x in xs) / len(xs)
+        print(f"- RSS: first minute mean {avg(head, 1) / 1024:.1f} MB (max {max(x[1] for x in head) / 1024:.1f}), "
+              f"last minute mean {avg(tail, 1) / 1024:.1f} MB (max {max(x[1] for x in tail) / 1024:.1f})")
+        print(f"- open fds: first minute {min(x[2] for x in head)}..{max(x[2] for x in head)}, "
+              f"last minute {min(x[2] for x in tail)}..{max(x[2] for x in tail)}")
+    print()
 
-print("## 3. Rate across rounds: --rate 100/s --every 2s, 150 URLs, 4 rounds\n")
-arr = sorted(float(l) for l in open(f"{work}/arrivals.log") if l.strip())
-arr = [t - arr[0] for t in arr]
-client = started(f"{work}/rate.jsonl")
-burst = 2  # --burst auto at 100/s: 20 ms worth
-print(f"Server side: nginx's access log (`$msec`, 1 ms resolution), {len(arr)} arrivals; client "
-      f"side: each record's `started_ms` (when the limiter admitted it). Rounds start at 0, 2, "
-      f"4, 6 s and take 1.5 s.\n")
-print("The last column leaves out windows that start in the run's first 0.5 s (new connections "
-      "being opened); it covers every round boundary.\n")
-print("| window W | bound burst + 100*W | most server arrivals in any W (at s) | most client starts in any W (at s) | most server arrivals, windows from 0.5 s on |")
-print("|---|---|---|---|---|")
-for w in (0.05, 0.1, 0.5, 1.0, 2.0, 4.0):
-    bound = burst + 100 * w
-    sv, sa = most_in_window(arr, w)
-    cv, ca = most_in_window(client, w)
-    mark = lambda v: "" if v <= bound else " (over)"
-    lv, la = most_in_window([t for t in arr if t >= 0.5], w)
-    print(f"| {w} s | {bound:.0f} | {sv}{mark(sv)} ({sa:.2f}) | {cv}{mark(cv)} ({ca:.2f}) "
-          f"| {lv}{mark(lv)} ({la:.2f}) |")
+if "3" in parts:
+    print("## 3. Rate across rounds: --rate 100/s --every 2s, 150 URLs, 4 rounds\n")
+    arr = sorted(float(l) for l in open(f"{work}/arrivals.log") if l.strip())
+    arr = [t - arr[0] for t in arr]
+    client = started(f"{work}/rate.jsonl")
+    # --burst auto (limit/quota.rs `auto_burst`): 1 + the starts of 20 ms, 3 at 100/s.
+    burst = 1 + 20 // 10
+    print(f"Server side: nginx's access log (`$msec`, 1 ms resolution), {len(arr)} arrivals; client "
+          f"side: each record's `started_ms` (when the limiter admitted it). Rounds start at 0, 2, "
+          f"4, 6 s and take 1.5 s.\n")
+    print("The last column leaves out windows that start in the run's first 0.5 s (new connections "
+          "being opened); it covers every round boundary.\n")
+    print("| window W | bound burst + 100*W | most server arrivals in any W (at s) | most client starts in any W (at s) | most server arrivals, windows from 0.5 s on |")
+    print("|---|---|---|---|---|")
+    for w in (0.05, 0.1, 0.5, 1.0, 2.0, 4.0):
+        bound = burst + 100 * w
+        sv, sa = most_in_window(arr, w)
+        cv, ca = most_in_window(client, w)
+        mark = lambda v: "" if v <= bound else " (over)"
+        lv, la = most_in_window([t for t in arr if t >= 0.5], w)
+        print(f"| {w} s | {bound:.0f} | {sv}{mark(sv)} ({sa:.2f}) | {cv}{mark(cv)} ({ca:.2f}) "
+              f"| {lv}{mark(lv)} ({la:.2f}) |")
 EOF

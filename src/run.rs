@@ -401,6 +401,41 @@ pub async fn run<W: Write + Send + 'static>(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_polling_job_is_admitted_only_once_its_state_lookup_is_answered() {
+        // The state thread is held, so no lookup is answered until `release` is dropped. A job
+        // admitted before its answer would have its start (and its rate cells) counted while
+        // it cannot be sent yet; admission must come after the answer, so every record starts
+        // after the release. Port 1 refuses at once: the records are errors, with starts.
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            state: Some(dir.path().join("state.db")),
+            ..Settings::default()
+        };
+        settings.retry.retries = 0;
+        let state = State::open(settings.state.as_deref()).await.unwrap();
+        let release = state.hold().await;
+        let urls = "http://127.0.0.1:1/a\nhttp://127.0.0.1:1/b\nhttp://127.0.0.1:1/c\n";
+        let input = Input::Reader(Box::pin(std::io::Cursor::new(urls.as_bytes())));
+        let mut run = launch(settings, input, CancellationToken::new(), Some(state)).unwrap();
+        // The run's clock started before this instant.
+        let launched = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let released = launched.elapsed().as_secs_f64() * 1e3;
+        drop(release);
+        let mut starts = Vec::new();
+        while let Some(record) = run.next().await {
+            starts.push(record.started_ms.unwrap());
+        }
+        run.finish().await.unwrap();
+        assert_eq!(starts.len(), 3);
+        assert!(
+            // `started_ms` is rounded to the microsecond.
+            starts.iter().all(|&s| s + 0.001 >= released),
+            "admitted before the lookup was answered (at {released} ms): {starts:?}"
+        );
+    }
+
     #[test]
     fn rounds_keep_to_the_schedule_and_an_overrun_slips_without_catching_up() {
         let t0 = Instant::now();

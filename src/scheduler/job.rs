@@ -69,14 +69,23 @@ impl Polled {
             Some(_) if not_modified => false,
             Some(before) => fresh.differs_from(before),
         };
-        if not_modified && let Some(before) = self.stored {
-            // Not modified: the stored outcome stands; new validators, if sent, replace it.
-            fresh = Stored {
-                etag: fresh.etag.or(before.etag),
-                last_modified: fresh.last_modified.or(before.last_modified),
-                ..before
-            };
-        }
+        // Whether the state keeps the outcome exactly as it was (validators included).
+        let same = match self.stored {
+            Some(before) if not_modified => {
+                // Not modified: the stored outcome stands; new validators, if sent, replace it.
+                let kept = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
+                let same = kept(&fresh.etag, &before.etag)
+                    && kept(&fresh.last_modified, &before.last_modified);
+                fresh = Stored {
+                    etag: fresh.etag.or(before.etag),
+                    last_modified: fresh.last_modified.or(before.last_modified),
+                    ..before
+                };
+                same
+            }
+            Some(before) => before == fresh,
+            None => false,
+        };
         let cancelled = record
             .error
             .as_ref()
@@ -85,7 +94,13 @@ impl Polled {
         record.changed = Some(changed && !cancelled);
         record.not_modified = Some(not_modified);
         if !cancelled {
-            state.put(self.key, fresh, changed, at.clone()).await;
+            if same {
+                // The stored outcome stands as it is (validators included): only the time it
+                // was fetched moves, which is a much cheaper write.
+                state.touch(self.key, at.clone()).await;
+            } else {
+                state.put(self.key, fresh, changed, at.clone()).await;
+            }
         }
         record.at = Some(at);
     }

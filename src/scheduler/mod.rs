@@ -7,7 +7,9 @@
 //! alive (see [`alive_bound`]): waiting for their turn (at most `--lookahead`), in flight, or
 //! waiting to retry; when it is reached, reading pauses until one finishes. A separate
 //! per-host window would only make that bound smaller: input is read in order, so the first
-//! line that cannot be held stops the reading whatever host it is for.
+//! line that cannot be held stops the reading whatever host it is for. When polling, a job
+//! is looked up in the state as it is read and joins its host's queue once the answer is in
+//! (still in input order), so the gate's admission is the last step before it is sent.
 //!
 //! Every request runs in its own spawned task (not in a `buffer_unordered` chain, whose futures stall while the
 //! consumer is busy elsewhere, so their timeouts would fire for no reason). A task holds its
@@ -39,11 +41,11 @@ use crate::input::Line;
 use crate::limit::{Gate, HostKey, Slot};
 use crate::record::Record;
 use crate::redact::Redactor;
-use crate::reorder::{Order, Place};
+use crate::reorder::Order;
 use crate::resume::Done;
 use crate::save::SaveDir;
 use crate::settings::Settings;
-use crate::state::{Key, State};
+use crate::state::{Key, Pending, State};
 
 /// Requests alive at once (in flight, or waiting to retry) per in-flight slot. Tasks that wait
 /// to retry hold no slot, so without this bound a server answering 429 to everything would
@@ -157,36 +159,15 @@ pub(crate) async fn dispatch(
         order,
         round,
     };
-    loop {
-        let line = tokio::select! {
-            biased;
-            () = dispatcher.ctx.stop.cancelled() => break,
-            line = lines.recv() => match line {
-                Some(line) => line,
-                None => break,
-            },
-        };
-        match dispatcher.handle(line).await {
-            Step::Next => {}
-            Step::Skipped => {
-                dispatcher
-                    .ctx
-                    .skipped
-                    .0
-                    .resumed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Step::OtherShard => {
-                dispatcher
-                    .ctx
-                    .skipped
-                    .0
-                    .other_shards
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Step::Stop => break,
-        }
-    }
+    // When polling, a job waits for its state lookup between the reading and the gate (see
+    // `Dispatcher::enqueue_answered`); both run here, side by side. Unbounded, yet bounded
+    // by `alive`: every staged job holds one of its permits.
+    let (staged_tx, staged_rx) = mpsc::unbounded_channel();
+    let staged_tx = dispatcher.ctx.state.is_some().then_some(staged_tx);
+    let read = dispatcher.read(&mut lines, staged_tx);
+    let stage = dispatcher.enqueue_answered(staged_rx);
+    tokio::join!(read, stage);
+    // Only now is every job read in the gate (see `Context::last_for_host`).
     dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
@@ -204,6 +185,80 @@ pub(crate) async fn dispatch(
         );
     }
     dispatcher.order
+}
+
+/// A polling job whose state lookup is on its way: it enters the gate once it is answered.
+struct Staged {
+    job: Job,
+    key: Key,
+    pending: Pending,
+    /// Its place among the requests alive, taken when it was read.
+    alive: OwnedSemaphorePermit,
+}
+
+impl Dispatcher {
+    /// Read lines and handle each until the input ends, the run is stopped, or nobody reads
+    /// the records any more. Dropping `staged` (at the end) ends the stage after it.
+    async fn read(
+        &self,
+        lines: &mut mpsc::Receiver<Line>,
+        staged: Option<mpsc::UnboundedSender<Staged>>,
+    ) {
+        loop {
+            let line = tokio::select! {
+                biased;
+                () = self.ctx.stop.cancelled() => break,
+                line = lines.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
+            };
+            match self.handle(line, staged.as_ref()).await {
+                Step::Next => {}
+                Step::Skipped => {
+                    self.ctx.skipped.0.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+                Step::OtherShard => {
+                    self.ctx
+                        .skipped
+                        .0
+                        .other_shards
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Stop => break,
+            }
+        }
+    }
+
+    /// The stage between reading and the gate, when polling: take the staged jobs in input
+    /// order and queue each at its host once its lookup is answered (the state thread answers
+    /// in the order asked, so the head is answered first). Admission is then the last step
+    /// before a request is sent: a job admitted before its answer came would have its start
+    /// (and its cell of every rate quota) counted early and reach the server late, bunched
+    /// with the ones admitted after it. Lookups stay pipelined: the reader asks as it reads.
+    async fn enqueue_answered(&self, mut staged: mpsc::UnboundedReceiver<Staged>) {
+        while let Some(Staged {
+            mut job,
+            key,
+            pending,
+            alive,
+        }) = staged.recv().await
+        {
+            // Not started when the run stops: no record, like a line not read yet.
+            let stored = tokio::select! {
+                biased;
+                () = self.ctx.stop.cancelled() => return,
+                () = self.records.closed() => return,
+                stored = pending.stored() => stored,
+            };
+            job.polled = Some(Polled {
+                round: self.round.index,
+                key,
+                stored,
+            });
+            self.start(job, alive);
+        }
+    }
 }
 
 impl Context {
@@ -243,8 +298,9 @@ enum Step {
 }
 
 impl Dispatcher {
-    /// Give `line` its place in the output order, then its record (a bad line) or its job.
-    async fn handle(&self, line: Line) -> Step {
+    /// Give `line` its place in the output order, then its record (a bad line) or its job:
+    /// queued at its host, or when polling staged until its state lookup is answered.
+    async fn handle(&self, line: Line, staged: Option<&mpsc::UnboundedSender<Staged>>) -> Step {
         let request = line.request.map(|r| self.ctx.settings.request.apply(r));
         // Keyed by the host the per-host limits use, so one host's lines share one shard.
         let host = request.as_ref().ok().map(|r| HostKey::of(&r.url));
@@ -319,33 +375,40 @@ impl Dispatcher {
             host,
             polled: None,
         };
-        self.start(job, place, alive);
-        Step::Next
-    }
-
-    /// Queue `job` at its host now, in input order (tasks start in no particular order), and
-    /// spawn the task that runs it once the gate admits it.
-    fn start(&self, job: Job, place: Option<Place<'_>>, alive: OwnedSemaphorePermit) {
-        let ticket = self.ctx.gate.enqueue(&job.host);
         // Its place in the output order is its place in the input. A job that never starts
         // (the run stopped first) leaves a gap the reorder stage skips when the run ends.
         if let Some(place) = place {
             place.send(job.seq);
         }
+        match (&self.ctx.state, staged) {
+            (Some(state), Some(staged)) => {
+                // Asked now, in input order; the job enters the gate once it is answered.
+                let key = Key::of(&job.request);
+                let pending = state.lookup(key).await;
+                let staged_job = Staged {
+                    job,
+                    key,
+                    pending,
+                    alive,
+                };
+                // Gone only when the stage has ended: the run is stopping.
+                if staged.send(staged_job).is_err() {
+                    return Step::Stop;
+                }
+            }
+            _ => self.start(job, alive),
+        }
+        Step::Next
+    }
+
+    /// Queue `job` at its host now, in input order (tasks start in no particular order), and
+    /// spawn the task that runs it once the gate admits it.
+    fn start(&self, job: Job, alive: OwnedSemaphorePermit) {
+        let ticket = self.ctx.gate.enqueue(&job.host);
         let ctx = Arc::clone(&self.ctx);
         let records = self.records.clone();
-        let round = self.round.index;
         let guard = self.round.guard.clone();
-        let mut job = job;
         tokio::spawn(async move {
-            // Asked now, answered while the job waits for its turn.
-            let lookup = match &ctx.state {
-                Some(state) => {
-                    let key = Key::of(&job.request);
-                    Some((key, state.lookup(key).await))
-                }
-                None => None,
-            };
             // Not started when the run stops: no record, like a line not read yet.
             let slot = tokio::select! {
                 biased;
@@ -353,13 +416,6 @@ impl Dispatcher {
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
-            if let Some((key, pending)) = lookup {
-                job.polled = Some(Polled {
-                    round,
-                    key,
-                    stored: pending.stored().await,
-                });
-            }
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;

@@ -90,8 +90,16 @@ enum Msg {
         changed: bool,
         at: String,
     },
+    /// The stored outcome of `key` stands as it is; it was fetched again at `at`.
+    Touch {
+        key: Key,
+        at: String,
+    },
     /// Commit, close the file and answer with the first error, if any.
     Close(oneshot::Sender<Result<(), String>>),
+    /// Tests: answer nothing queued after this until the sender is dropped.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
 }
 
 /// The open state: a handle on the thread that owns the database.
@@ -188,6 +196,22 @@ impl State {
         let _ = self.tx.send(msg).await;
     }
 
+    /// Tests: hold the state thread (nothing asked after this is answered) until the
+    /// returned sender is dropped.
+    #[cfg(test)]
+    pub(crate) async fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = self.tx.send(Msg::Hold(rx)).await;
+        tx
+    }
+
+    /// Remember that `key`, whose stored outcome is unchanged (validators included), was
+    /// fetched again at `at`: only its last-fetched time is written.
+    pub(crate) async fn touch(&self, key: Key, at: String) {
+        // A stopped thread has already reported why (see `close`).
+        let _ = self.tx.send(Msg::Touch { key, at }).await;
+    }
+
     /// Commit what is queued and close the file; the first write error, if any. Outcomes put
     /// after this are not kept.
     pub(crate) async fn close(&self) -> Result<(), Error> {
@@ -215,10 +239,18 @@ const BATCH: usize = 1024;
 /// and a page changed twice in one transaction is written to the log once.
 const COMMIT_PUTS: usize = 8192;
 
+/// How often the state thread looks at an empty queue again before it commits and sleeps
+/// until the next message, and how long it looks in all ([`LINGER_POLLS`] times). While
+/// requests keep coming (one lookup and one write each), messages pile up meanwhile and are
+/// handled as one batch: no wake-up per message for the thread that sends them, and one
+/// transaction for many writes instead of one per dry moment.
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER_POLLS: u32 = 10;
+
 /// The state thread: answer lookups and batch writes into transactions until it is closed
-/// (or every sender is gone). A transaction is committed when the queue runs dry, after
-/// [`COMMIT_PUTS`] writes, and at the close, so a kill loses at most that much and never
-/// leaves a torn write. A write that fails stops the writing (logged at once, reported at the
+/// (or every sender is gone). A transaction is committed when the queue has stayed empty for
+/// about a millisecond (see [`LINGER_POLL`]), after [`COMMIT_PUTS`] writes, and at the close,
+/// so a kill loses at most that much and never leaves a torn write. A write that fails stops the writing (logged at once, reported at the
 /// close); lookups then answer "not seen", so the run goes on without state.
 fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     let mut failed: Option<String> = None;
@@ -226,10 +258,10 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     // Writes in the open transaction, if one is open.
     let mut open: Option<usize> = None;
     loop {
-        let first = match rx.try_recv() {
-            Ok(msg) => msg,
-            Err(_) => {
-                // The queue ran dry: commit what is written before waiting.
+        let first = match linger(&mut rx) {
+            Some(msg) => msg,
+            None => {
+                // The queue stayed empty: commit what is written before waiting.
                 if open.take().is_some()
                     && failed.is_none()
                     && let Err(e) = store.commit()
@@ -297,6 +329,20 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+/// The next message if one comes within [`LINGER_POLLS`] looks [`LINGER_POLL`] apart. Looking
+/// (`try_recv`) registers no waker, so a sender meanwhile wakes nobody.
+fn linger(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
+    for poll in 0..=LINGER_POLLS {
+        if let Ok(msg) = rx.try_recv() {
+            return Some(msg);
+        }
+        if poll < LINGER_POLLS {
+            std::thread::sleep(LINGER_POLL);
+        }
+    }
+    None
+}
+
 impl store::Store {
     /// Handle a batch of lookups and writes in the open transaction; how many writes.
     fn apply(&mut self, batch: &mut Vec<Msg>) -> Result<usize, String> {
@@ -315,7 +361,15 @@ impl store::Store {
                     self.put(&key, &outcome, changed, &at)?;
                     puts += 1;
                 }
+                Msg::Touch { key, at } => {
+                    self.touch(&key, &at)?;
+                    puts += 1;
+                }
                 Msg::Close(_) => {}
+                #[cfg(test)]
+                Msg::Hold(release) => {
+                    let _ = release.recv();
+                }
             }
         }
         Ok(puts)
@@ -363,6 +417,39 @@ mod tests {
         assert!(outcome(200, b"y").differs_from(&stored));
         assert!(outcome(404, b"x").differs_from(&stored));
         state.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_touch_moves_only_the_last_fetched_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let key = Key::of_invalid("a");
+        let state = State::open(Some(&path)).await.unwrap();
+        let first = "2026-01-01T00:00:00.000Z";
+        state.put(key, outcome(200, b"x"), true, first.into()).await;
+        state.touch(key, "2026-01-02T00:00:00.000Z".into()).await;
+        assert_eq!(
+            state.lookup(key).await.stored().await,
+            Some(outcome(200, b"x"))
+        );
+        state.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let times: (String, String, String) = conn
+            .query_row(
+                "SELECT first_seen, last_fetched, last_changed FROM outcome",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            times,
+            (
+                first.into(),
+                "2026-01-02T00:00:00.000Z".into(),
+                first.into()
+            )
+        );
     }
 
     #[tokio::test]

@@ -55,6 +55,10 @@ ON CONFLICT (key) DO UPDATE SET
     last_changed = CASE WHEN ?9 THEN excluded.last_changed ELSE outcome.last_changed END
 ";
 
+/// A fetch that left the stored outcome as it was moves only its time: a smaller write than
+/// the upsert (no insert attempt, one column).
+const TOUCH: &str = "UPDATE outcome SET last_fetched = ?2 WHERE key = ?1";
+
 const SELECT: &str = "
 SELECT etag, last_modified, body_sha256, status, ok, error_kind FROM outcome WHERE key = ?1
 ";
@@ -187,6 +191,13 @@ impl Store {
         ])
         .map(drop)
         .map_err(|e| describe(&e))
+    }
+
+    pub(super) fn touch(&self, key: &Key, at: &str) -> Result<(), String> {
+        let mut stmt = self.conn.prepare_cached(TOUCH).map_err(|e| describe(&e))?;
+        stmt.execute(params![&key.0[..], at])
+            .map(drop)
+            .map_err(|e| describe(&e))
     }
 
     /// Close the file, checkpointing the WAL into it.

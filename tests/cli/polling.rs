@@ -286,6 +286,28 @@ fn two_invocations_like_cron_share_the_state() {
     let fourth = records(&run(&plain, "").stdout);
     assert_eq!(per_round(&fourth), vec![(5, 0, 0)]);
     assert_eq!(server.seen.if_none_match.load(Ordering::SeqCst), 6);
+
+    // Nothing changed after the first run: every key was last changed when first seen, and
+    // last fetched by the fourth run (unchanged outcomes move only that time).
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT first_seen, last_fetched, last_changed FROM outcome")
+        .unwrap();
+    let rows: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter().all(|(seen, _, changed)| seen == changed),
+        "{rows:?}"
+    );
+    let mut fetched: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let mut at: Vec<&str> = fourth.iter().map(|r| r["at"].as_str().unwrap()).collect();
+    fetched.sort_unstable();
+    at.sort_unstable();
+    assert_eq!(fetched, at);
 }
 
 /// Read records from a running fetchall's stdout as they come.
