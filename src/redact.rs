@@ -425,6 +425,8 @@ mod tests {
             path in "[ -?A-~]{0,30}",
             cut in any::<prop::sample::Index>(),
         ) {
+            // "Zq" marks the secret's start: the rest of the line must not hold it by chance.
+            prop_assume!(!path.contains("Zq"));
             let secret = format!("Zq{secret}Xj");
             let userinfo = if user.is_empty() { secret.clone() } else { format!("{user}:{secret}") };
             let line = format!("{scheme}{sep}{userinfo}@{host}{port}{path}");

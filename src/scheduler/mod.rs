@@ -167,7 +167,7 @@ pub(crate) async fn dispatch(
     let read = dispatcher.read(&mut lines, staged_tx);
     let stage = dispatcher.enqueue_answered(staged_rx);
     tokio::join!(read, stage);
-    // Only now is every job read in the gate (see `Context::last_for_host`).
+    // Only now is every job read in the gate (see `Context::closes_after`).
     dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
     if let Some(done) = &dispatcher.ctx.done {
