@@ -214,6 +214,7 @@ fn launch(
         .then(|| reorder::window(reorder::window_size(settings.concurrency)));
     let hard = CancellationToken::new();
     let alive = Arc::new(Semaphore::new(scheduler::alive_bound(&settings)));
+    let waiting = Arc::new(Semaphore::new(settings.lookahead.get()));
     spawn_grace_timer(stop.clone(), hard.clone(), settings.grace);
     let changed_only = settings.changed_only;
     let rounds = Rounds::new(input, settings.round_count() != Some(1));
@@ -229,6 +230,7 @@ fn launch(
         stop: stop.clone(),
         hard: hard.clone(),
         alive,
+        waiting,
         input_done: std::sync::atomic::AtomicBool::new(false),
         _finished: hard.drop_guard(),
         skipped: Skipped::default(),

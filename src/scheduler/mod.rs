@@ -4,8 +4,10 @@
 //! The dispatcher never waits for one request's turn before reading the next line: it puts
 //! the job in its host's queue and moves on, so a host limited to 1/s holds up only its own
 //! requests (the gate decides who starts next). What bounds memory is the number of requests
-//! alive (see [`alive_bound`]): waiting for their turn (at most `--lookahead`), in flight, or
-//! waiting to retry; when it is reached, reading pauses until one finishes. A separate
+//! alive (see [`alive_bound`]): waiting for their first turn (at most `--lookahead`, a bound
+//! of its own: otherwise they would also fill the room meant for retries, 8,000 small tasks
+//! at `-c 1000` instead of 4,000), in flight, or waiting to retry; when either bound is
+//! reached, reading pauses until a job is admitted or finishes. A separate
 //! per-host window would only make that bound smaller: input is read in order, so the first
 //! line that cannot be held stops the reading whatever host it is for. When polling, a job
 //! is looked up in the state as it is read and joins its host's queue once the answer is in
@@ -79,6 +81,9 @@ pub(crate) struct Context {
     pub hard: CancellationToken,
     /// Bounds the tasks alive at once (see [`ALIVE_PER_SLOT`]).
     pub alive: Arc<Semaphore>,
+    /// Bounds the jobs waiting for their first turn to `--lookahead`: a job holds one of
+    /// its permits from its reading to its admission.
+    pub waiting: Arc<Semaphore>,
     /// The dispatcher has read the whole input (of the round it runs).
     pub input_done: AtomicBool,
     /// Cancels `hard` once every task has dropped its context, which ends the grace timer.
@@ -192,8 +197,15 @@ struct Staged {
     job: Job,
     key: Key,
     pending: Pending,
-    /// Its place among the requests alive, taken when it was read.
+    /// Its places among the requests alive and the jobs waiting, taken when it was read.
+    held: Held,
+}
+
+/// A job's places among the requests alive (until its record is handed over) and among the
+/// jobs waiting for their first turn (until the gate admits it).
+struct Held {
     alive: OwnedSemaphorePermit,
+    waiting: OwnedSemaphorePermit,
 }
 
 impl Dispatcher {
@@ -241,7 +253,7 @@ impl Dispatcher {
             mut job,
             key,
             pending,
-            alive,
+            held,
         }) = staged.recv().await
         {
             // Not started when the run stops: no record, like a line not read yet.
@@ -256,7 +268,7 @@ impl Dispatcher {
                 key,
                 stored,
             });
-            self.start(job, alive);
+            self.start(job, held);
         }
     }
 }
@@ -271,8 +283,9 @@ impl Context {
         if self.more_rounds.load(Ordering::Relaxed) || !slot.alone() {
             return false;
         }
-        let known_last =
-            self.input_done.load(Ordering::Relaxed) || self.alive.available_permits() == 0;
+        let known_last = self.input_done.load(Ordering::Relaxed)
+            || self.waiting.available_permits() == 0
+            || self.alive.available_permits() == 0;
         known_last || !self.reuse.keep(host, Instant::now())
     }
 }
@@ -358,14 +371,8 @@ impl Dispatcher {
                 };
             }
         };
-        let alive = tokio::select! {
-            biased;
-            () = self.ctx.stop.cancelled() => return Step::Stop,
-            () = self.records.closed() => return Step::Stop,
-            permit = Arc::clone(&self.ctx.alive).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return Step::Stop,
-            },
+        let Some(held) = self.hold().await else {
+            return Step::Stop;
         };
         let host = host.unwrap_or_else(|| HostKey::of(&request.url));
         let job = Job {
@@ -389,21 +396,38 @@ impl Dispatcher {
                     job,
                     key,
                     pending,
-                    alive,
+                    held,
                 };
                 // Gone only when the stage has ended: the run is stopping.
                 if staged.send(staged_job).is_err() {
                     return Step::Stop;
                 }
             }
-            _ => self.start(job, alive),
+            _ => self.start(job, held),
         }
         Step::Next
     }
 
+    /// Wait for a place among the requests alive and one among the jobs waiting for their
+    /// first turn (reading pauses meanwhile); `None` when the run stops first.
+    async fn hold(&self) -> Option<Held> {
+        let acquire = async {
+            let alive = Arc::clone(&self.ctx.alive).acquire_owned().await.ok()?;
+            let waiting = Arc::clone(&self.ctx.waiting).acquire_owned().await.ok()?;
+            Some(Held { alive, waiting })
+        };
+        tokio::select! {
+            biased;
+            () = self.ctx.stop.cancelled() => None,
+            () = self.records.closed() => None,
+            held = acquire => held,
+        }
+    }
+
     /// Queue `job` at its host now, in input order (tasks start in no particular order), and
     /// spawn the task that runs it once the gate admits it.
-    fn start(&self, job: Job, alive: OwnedSemaphorePermit) {
+    fn start(&self, job: Job, held: Held) {
+        let Held { alive, waiting } = held;
         let ticket = self.ctx.gate.enqueue(&job.host);
         let ctx = Arc::clone(&self.ctx);
         let records = self.records.clone();
@@ -416,6 +440,7 @@ impl Dispatcher {
                 () = records.closed() => return,
                 slot = ticket.admitted() => slot,
             };
+            drop(waiting);
             // Boxed: a job's (large) running state is allocated once it starts, so a job
             // waiting in the lookahead costs a small task, not a whole request's worth.
             Box::pin(job.run(&ctx, slot, &records)).await;
