@@ -256,6 +256,20 @@ fn launch(
     })
 }
 
+/// Wait until a round's start `at`, precisely, waking the state (if any) a millisecond ahead
+/// so that it answers the round's first lookups at once (see `State::wake`).
+async fn wait_for_round(ctx: &scheduler::Context, at: std::time::Instant) {
+    const WAKE_STATE_AHEAD: std::time::Duration = std::time::Duration::from_millis(1);
+    if let Some(state) = &ctx.state
+        && let Some(ahead) = at.checked_sub(WAKE_STATE_AHEAD)
+        && ahead > std::time::Instant::now()
+    {
+        crate::limit::wait_until(ahead).await;
+        state.wake().await;
+    }
+    crate::limit::wait_until(at).await;
+}
+
 /// Run round after round on the one context: read the round's input and dispatch its lines,
 /// wait until its last record is handed over, then wait for the next round's start. Ends after
 /// the last round, at a stop, or when nobody reads the records; then closes the state.
@@ -338,7 +352,7 @@ async fn drive(
             () = records.closed() => break,
             // To the microsecond: tokio's timer would start every round a millisecond or two
             // late.
-            () = crate::limit::wait_until(at.into_std()) => {}
+            () = wait_for_round(&ctx, at.into_std()) => {}
         }
     }
     if let Some(state) = &ctx.state

@@ -171,7 +171,9 @@ pub(crate) async fn dispatch(
     let staged_tx = dispatcher.ctx.state.is_some().then_some(staged_tx);
     let read = dispatcher.read(&mut lines, staged_tx);
     let stage = dispatcher.enqueue_answered(staged_rx);
-    tokio::join!(read, stage);
+    // The stage first: answered jobs go to the gate before more lines are read (the reader
+    // also pauses every few staged lines for it; see `STAGE_PAUSE`).
+    tokio::join!(biased; stage, read);
     // Only now is every job read in the gate (see `Context::closes_after`).
     dispatcher.ctx.input_done.store(true, Ordering::Relaxed);
     let skipped = &dispatcher.ctx.skipped;
@@ -191,6 +193,12 @@ pub(crate) async fn dispatch(
     }
     dispatcher.order
 }
+
+/// When polling, the reader lets the stage run after this many staged lines. The dispatcher
+/// is one task, unconstrained by tokio's budget: without a pause it read a whole round's
+/// lines (and asked their lookups) before the first answered job reached the gate, which
+/// started each round about 2 ms late (0.3-3.4 ms over 12 rounds of 1,000 lines).
+const STAGE_PAUSE: usize = 16;
 
 /// A polling job whose state lookup is on its way: it enters the gate once it is answered.
 struct Staged {
@@ -216,6 +224,7 @@ impl Dispatcher {
         lines: &mut mpsc::Receiver<Line>,
         staged: Option<mpsc::UnboundedSender<Staged>>,
     ) {
+        let mut staged_lines = 0usize;
         loop {
             let line = tokio::select! {
                 biased;
@@ -226,7 +235,12 @@ impl Dispatcher {
                 },
             };
             match self.handle(line, staged.as_ref()).await {
-                Step::Next => {}
+                Step::Next => {
+                    staged_lines += usize::from(staged.is_some());
+                    if staged_lines % STAGE_PAUSE == STAGE_PAUSE - 1 {
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Step::Skipped => {
                     self.ctx.skipped.0.resumed.fetch_add(1, Ordering::Relaxed);
                 }

@@ -97,6 +97,9 @@ enum Msg {
     },
     /// Commit, close the file and answer with the first error, if any.
     Close(oneshot::Sender<Result<(), String>>),
+    /// Nothing to do: wakes the thread, which then looks for messages for a while (see
+    /// [`State::wake`]).
+    Wake,
     /// Tests: answer nothing queued after this until the sender is dropped.
     #[cfg(test)]
     Hold(std::sync::mpsc::Receiver<()>),
@@ -176,6 +179,14 @@ impl State {
 
     /// Ask what is stored for `key`; the answer comes while the caller does something else
     /// (waits for its turn at the gate).
+    /// Wake the state thread ahead of a round's first lookups. A thread asleep for a second
+    /// (and the idle core under it) takes a millisecond or two to answer its first message,
+    /// and every job of the round waits for its lookup before the gate: woken about a
+    /// millisecond ahead, the thread is still looking for messages when the round starts.
+    pub(crate) async fn wake(&self) {
+        let _ = self.tx.send(Msg::Wake).await;
+    }
+
     pub(crate) async fn lookup(&self, key: Key) -> Pending {
         let (tx, rx) = oneshot::channel();
         match self.tx.send(Msg::Lookup(key, tx)).await {
@@ -283,6 +294,10 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
                 Err(_) => break,
             }
         }
+        batch.retain(|m| !matches!(m, Msg::Wake));
+        if batch.is_empty() {
+            continue;
+        }
         let closing = match batch.iter().position(|m| matches!(m, Msg::Close(_))) {
             Some(i) => match batch.drain(i..).next() {
                 Some(Msg::Close(reply)) => Some(reply),
@@ -365,7 +380,7 @@ impl store::Store {
                     self.touch(&key, &at)?;
                     puts += 1;
                 }
-                Msg::Close(_) => {}
+                Msg::Close(_) | Msg::Wake => {}
                 #[cfg(test)]
                 Msg::Hold(release) => {
                     let _ = release.recv();
