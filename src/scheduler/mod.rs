@@ -195,9 +195,10 @@ pub(crate) async fn dispatch(
 }
 
 /// When polling, the reader lets the stage run after this many staged lines. The dispatcher
-/// is one task, unconstrained by tokio's budget: without a pause it read a whole round's
-/// lines (and asked their lookups) before the first answered job reached the gate, which
-/// started each round about 2 ms late (0.3-3.4 ms over 12 rounds of 1,000 lines).
+/// is one task, unconstrained by tokio's budget: without a pause, while lines keep coming it
+/// reads them all (up to the lookahead) and asks their lookups before the first answered job
+/// may reach the gate. (What delayed round starts most was the state thread's wake-up; see
+/// `State::wake`.)
 const STAGE_PAUSE: usize = 16;
 
 /// A polling job whose state lookup is on its way: it enters the gate once it is answered.
