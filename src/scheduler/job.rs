@@ -69,23 +69,16 @@ impl Polled {
             Some(_) if not_modified => false,
             Some(before) => fresh.differs_from(before),
         };
-        // Whether the state keeps the outcome exactly as it was (validators included).
-        let same = match self.stored {
-            Some(before) if not_modified => {
-                // Not modified: the stored outcome stands; new validators, if sent, replace it.
-                let kept = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
-                let same = kept(&fresh.etag, &before.etag)
-                    && kept(&fresh.last_modified, &before.last_modified);
-                fresh = Stored {
-                    etag: fresh.etag.or(before.etag),
-                    last_modified: fresh.last_modified.or(before.last_modified),
-                    ..before
-                };
-                same
-            }
-            Some(before) => before == fresh,
-            None => false,
-        };
+        if not_modified && let Some(before) = &self.stored {
+            // Not modified: the stored outcome stands; new validators, if sent, replace it.
+            fresh = Stored {
+                etag: fresh.etag.or_else(|| before.etag.clone()),
+                last_modified: fresh.last_modified.or_else(|| before.last_modified.clone()),
+                ..before.clone()
+            };
+        }
+        // The state keeps the outcome exactly as it was (validators included).
+        let same = self.stored.as_ref() == Some(&fresh);
         let cancelled = record
             .error
             .as_ref()
@@ -484,4 +477,64 @@ fn given_up(mut outcome: Outcome, retryable: bool, note: String) -> Outcome {
 
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(etag: &str) -> Stored {
+        Stored {
+            etag: Some(etag.into()),
+            body_sha256: Some(body_hash(b"x")),
+            status: Some(200),
+            ok: true,
+            ..Stored::default()
+        }
+    }
+
+    /// A `304` keeps the stored outcome, taking any validators it brings: without new ones
+    /// the outcome is the same (only its time moves), with a new ETag that ETag is kept.
+    #[tokio::test]
+    async fn a_304_keeps_the_outcome_and_takes_new_validators() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::of_invalid("a");
+        let state = State::open(Some(&dir.path().join("s.db"))).await.unwrap();
+        state
+            .put(
+                key,
+                stored("\"e1\""),
+                true,
+                "2026-01-01T00:00:00.000Z".into(),
+            )
+            .await;
+        let mut record =
+            Record::input_error(0, 1, String::new(), ErrorKind::HttpStatus, String::new());
+        record.ok = true;
+        record.status = Some(304);
+        record.error = None;
+        for (sent, kept) in [(None, "\"e1\""), (Some("\"e2\""), "\"e2\"")] {
+            let polled = Polled {
+                round: 1,
+                key,
+                stored: state.lookup(key).await.stored().await,
+            };
+            let fresh = Stored {
+                etag: sent.map(Into::into),
+                status: Some(304),
+                ok: true,
+                ..Stored::default()
+            };
+            polled
+                .mark(&state, &mut record, Some(fresh), SystemTime::now())
+                .await;
+            assert_eq!(record.changed, Some(false));
+            assert_eq!(
+                state.lookup(key).await.stored().await,
+                Some(stored(kept)),
+                "after a 304 sending {sent:?}"
+            );
+        }
+        state.close().await.unwrap();
+    }
 }
