@@ -24,7 +24,7 @@ use crate::record::{
 };
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
-use crate::state::{Key, State, Stored, body_hash};
+use crate::state::{Found, Key, State, Stored, body_hash};
 use crate::units::HumanDuration;
 
 /// A request that will get a record: what the record says about the line.
@@ -37,11 +37,11 @@ pub(super) struct Job {
     pub(super) polled: Option<Polled>,
 }
 
-/// A polling job's round and stored outcome.
+/// A polling job's round and what the state holds for it.
 pub(super) struct Polled {
     pub(super) round: u64,
     pub(super) key: Key,
-    pub(super) stored: Option<Stored>,
+    pub(super) found: Option<Found>,
 }
 
 impl Polled {
@@ -64,12 +64,13 @@ impl Polled {
             error_kind: record.error.as_ref().map(|e| e.kind.as_str().to_owned()),
             ..Stored::default()
         });
-        let changed = match &self.stored {
+        let before = self.found.as_ref().map(|f| &f.stored);
+        let changed = match before {
             None => true,
             Some(_) if not_modified => false,
             Some(before) => fresh.differs_from(before),
         };
-        if not_modified && let Some(before) = &self.stored {
+        if not_modified && let Some(before) = before {
             // Not modified: the stored outcome stands; new validators, if sent, replace it.
             fresh = Stored {
                 etag: fresh.etag.or_else(|| before.etag.clone()),
@@ -78,7 +79,7 @@ impl Polled {
             };
         }
         // The state keeps the outcome exactly as it was (validators included).
-        let same = self.stored.as_ref() == Some(&fresh);
+        let same = before == Some(&fresh);
         let cancelled = record
             .error
             .as_ref()
@@ -87,12 +88,12 @@ impl Polled {
         record.changed = Some(changed && !cancelled);
         record.not_modified = Some(not_modified);
         if !cancelled {
-            if same {
+            let row = self.found.map(|f| f.row);
+            match row {
                 // The stored outcome stands as it is (validators included): only the time it
                 // was fetched moves, which is a much cheaper write.
-                state.touch(self.key, at.clone()).await;
-            } else {
-                state.put(self.key, fresh, changed, at.clone()).await;
+                Some(row) if same => state.touch(row, at.clone()).await,
+                _ => state.put(self.key, row, fresh, changed, at.clone()).await,
             }
         }
         record.at = Some(at);
@@ -227,7 +228,7 @@ impl Job {
     /// `--no-conditional`. Returns whether it added any.
     fn add_validators(&mut self, ctx: &Context) -> bool {
         let Some(Polled {
-            stored: Some(stored),
+            found: Some(Found { stored, .. }),
             ..
         }) = &self.polled
         else {
@@ -503,6 +504,7 @@ mod tests {
         state
             .put(
                 key,
+                None,
                 stored("\"e1\""),
                 true,
                 "2026-01-01T00:00:00.000Z".into(),
@@ -517,7 +519,7 @@ mod tests {
             let polled = Polled {
                 round: 1,
                 key,
-                stored: state.lookup(key).await.stored().await,
+                found: state.lookup(key).await.found().await,
             };
             let fresh = Stored {
                 etag: sent.map(Into::into),
@@ -530,7 +532,7 @@ mod tests {
                 .await;
             assert_eq!(record.changed, Some(false));
             assert_eq!(
-                state.lookup(key).await.stored().await,
+                state.lookup(key).await.found().await.map(|f| f.stored),
                 Some(stored(kept)),
                 "after a 304 sending {sent:?}"
             );

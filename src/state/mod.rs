@@ -77,22 +77,36 @@ impl Stored {
     }
 }
 
+/// Where a key's outcome is in the store: its row, found by a lookup and handed back with the
+/// write that follows, which then needs no search by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Row(i64);
+
+/// What a lookup found for a key: its row and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub row: Row,
+    pub stored: Stored,
+}
+
 /// The sha256 of a body, as the store keeps it.
 pub(crate) fn body_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
 enum Msg {
-    Lookup(Key, oneshot::Sender<Option<Stored>>),
+    Lookup(Key, oneshot::Sender<Option<Found>>),
+    /// A new outcome for `key`, in its `row` when the lookup found one.
     Put {
         key: Key,
+        row: Option<Row>,
         outcome: Stored,
         changed: bool,
         at: String,
     },
-    /// The stored outcome of `key` stands as it is; it was fetched again at `at`.
+    /// The stored outcome in `row` stands as it is; it was fetched again at `at`.
     Touch {
-        key: Key,
+        row: Row,
         at: String,
     },
     /// Commit, close the file and answer with the first error, if any.
@@ -115,12 +129,12 @@ pub(crate) struct State {
 }
 
 /// A lookup on its way: await [`Pending::stored`] for its answer.
-pub(crate) struct Pending(Option<oneshot::Receiver<Option<Stored>>>);
+pub(crate) struct Pending(Option<oneshot::Receiver<Option<Found>>>);
 
 impl Pending {
     /// What was stored for the key; `None` for a key not seen before (or a state thread that
     /// stopped).
-    pub(crate) async fn stored(self) -> Option<Stored> {
+    pub(crate) async fn found(self) -> Option<Found> {
         match self.0 {
             Some(rx) => rx.await.ok().flatten(),
             None => None,
@@ -195,10 +209,19 @@ impl State {
         }
     }
 
-    /// Remember `outcome` for `key`, fetched at `at`; `changed` moves its last-changed time.
-    pub(crate) async fn put(&self, key: Key, outcome: Stored, changed: bool, at: String) {
+    /// Remember `outcome` for `key` (in `row`, when its lookup found one), fetched at `at`;
+    /// `changed` moves its last-changed time.
+    pub(crate) async fn put(
+        &self,
+        key: Key,
+        row: Option<Row>,
+        outcome: Stored,
+        changed: bool,
+        at: String,
+    ) {
         let msg = Msg::Put {
             key,
+            row,
             outcome,
             changed,
             at,
@@ -216,11 +239,11 @@ impl State {
         tx
     }
 
-    /// Remember that `key`, whose stored outcome is unchanged (validators included), was
-    /// fetched again at `at`: only its last-fetched time is written.
-    pub(crate) async fn touch(&self, key: Key, at: String) {
+    /// Remember that the outcome in `row`, unchanged (validators included), was fetched again
+    /// at `at`: only its last-fetched time is written.
+    pub(crate) async fn touch(&self, row: Row, at: String) {
         // A stopped thread has already reported why (see `close`).
-        let _ = self.tx.send(Msg::Touch { key, at }).await;
+        let _ = self.tx.send(Msg::Touch { row, at }).await;
     }
 
     /// Commit what is queued and close the file; the first write error, if any. Outcomes put
@@ -246,8 +269,9 @@ impl State {
 /// Most messages taken from the queue at once.
 const BATCH: usize = 1024;
 /// Most outcomes written in one transaction. While the queue keeps messages coming, one
-/// transaction spans several batches: with hashed keys each write dirties a page of its own,
-/// and a page changed twice in one transaction is written to the log once.
+/// transaction spans several batches: a round writes its rows about in their order in the
+/// file, so one page takes several writes, and a page changed twice in one transaction is
+/// written to the log once.
 const COMMIT_PUTS: usize = 8192;
 
 /// How often the state thread looks at an empty queue again before it commits and sleeps
@@ -255,14 +279,21 @@ const COMMIT_PUTS: usize = 8192;
 /// requests keep coming (one lookup and one write each), messages pile up meanwhile and are
 /// handled as one batch: no wake-up per message for the thread that sends them, and one
 /// transaction for many writes instead of one per dry moment.
-const LINGER_POLL: std::time::Duration = std::time::Duration::from_micros(100);
-const LINGER_POLLS: u32 = 10;
+///
+/// Half a millisecond apart: a lookup waits that long at most, while the reader asks
+/// thousands ahead of the gate (`--lookahead`). Each look takes a core from the runtime's
+/// thread or the server on a machine with few: at 100 µs apart the thread handled about 8
+/// messages a look and the runtime thread was preempted 30,000 times per 100,000 records
+/// (9,000-22,000 at 500 µs; 2,000 without state): docs/polling.md, "State".
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_micros(500);
+const LINGER_POLLS: u32 = 4;
 
 /// The state thread: answer lookups and batch writes into transactions until it is closed
 /// (or every sender is gone). A transaction is committed when the queue has stayed empty for
-/// about a millisecond (see [`LINGER_POLL`]), after [`COMMIT_PUTS`] writes, and at the close,
-/// so a kill loses at most that much and never leaves a torn write. A write that fails stops the writing (logged at once, reported at the
-/// close); lookups then answer "not seen", so the run goes on without state.
+/// about two milliseconds (see [`LINGER_POLL`]), after [`COMMIT_PUTS`] writes, and at the
+/// close, so a kill loses at most that much and never leaves a torn write. A write that fails
+/// stops the writing (logged at once, reported at the close); lookups then answer "not seen",
+/// so the run goes on without state.
 fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     let mut failed: Option<String> = None;
     let mut batch = Vec::with_capacity(64);
@@ -369,15 +400,16 @@ impl store::Store {
                 }
                 Msg::Put {
                     key,
+                    row,
                     outcome,
                     changed,
                     at,
                 } => {
-                    self.put(&key, &outcome, changed, &at)?;
+                    self.put(&key, row, &outcome, changed, &at)?;
                     puts += 1;
                 }
-                Msg::Touch { key, at } => {
-                    self.touch(&key, &at)?;
+                Msg::Touch { row, at } => {
+                    self.touch(row, &at)?;
                     puts += 1;
                 }
                 Msg::Close(_) | Msg::Wake => {}
@@ -412,10 +444,11 @@ mod tests {
         let path = dir.path().join("s.db");
         let key = Key::of_invalid("a");
         let state = State::open(Some(&path)).await.unwrap();
-        assert_eq!(state.lookup(key).await.stored().await, None);
+        assert_eq!(state.lookup(key).await.found().await, None);
         state
             .put(
                 key,
+                None,
                 outcome(200, b"x"),
                 true,
                 "2026-01-01T00:00:00.000Z".into(),
@@ -424,7 +457,7 @@ mod tests {
         state.close().await.unwrap();
 
         let state = State::open(Some(&path)).await.unwrap();
-        let stored = state.lookup(key).await.stored().await.unwrap();
+        let stored = state.lookup(key).await.found().await.unwrap().stored;
         assert_eq!(stored, outcome(200, b"x"));
         let mut rotated = outcome(200, b"x");
         rotated.etag = Some("\"e2\"".into());
@@ -441,10 +474,15 @@ mod tests {
         let key = Key::of_invalid("a");
         let state = State::open(Some(&path)).await.unwrap();
         let first = "2026-01-01T00:00:00.000Z";
-        state.put(key, outcome(200, b"x"), true, first.into()).await;
-        state.touch(key, "2026-01-02T00:00:00.000Z".into()).await;
+        state
+            .put(key, None, outcome(200, b"x"), true, first.into())
+            .await;
+        let found = state.lookup(key).await.found().await.unwrap();
+        state
+            .touch(found.row, "2026-01-02T00:00:00.000Z".into())
+            .await;
         assert_eq!(
-            state.lookup(key).await.stored().await,
+            state.lookup(key).await.found().await.map(|f| f.stored),
             Some(outcome(200, b"x"))
         );
         state.close().await.unwrap();
@@ -464,6 +502,65 @@ mod tests {
                 "2026-01-02T00:00:00.000Z".into(),
                 first.into()
             )
+        );
+    }
+
+    /// A state written by a fetchall of schema 1 (rows kept in key order) is upgraded in place
+    /// when opened: every outcome and time stays, and a later write finds its row.
+    #[tokio::test]
+    async fn a_schema_1_state_is_upgraded_with_its_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (Key::of_invalid("a"), Key::of_invalid("b"));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE outcome (
+                    key BLOB PRIMARY KEY NOT NULL, etag TEXT, last_modified TEXT,
+                    body_sha256 BLOB, status INTEGER, ok INTEGER NOT NULL, error_kind TEXT,
+                    first_seen TEXT NOT NULL, last_fetched TEXT NOT NULL,
+                    last_changed TEXT NOT NULL
+                ) WITHOUT ROWID;
+                PRAGMA application_id = 1717645617; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            for (key, seen) in [(&b, "2026-01-01"), (&a, "2026-01-02")] {
+                conn.execute(
+                    "INSERT INTO outcome VALUES (?1, '\"e1\"', NULL, ?2, 200, 1, NULL, ?3, ?3, ?3)",
+                    rusqlite::params![&key.0[..], &body_hash(b"x")[..], seen],
+                )
+                .unwrap();
+            }
+        }
+        let state = State::open(Some(&path)).await.unwrap();
+        let found = state.lookup(a).await.found().await.unwrap();
+        assert_eq!(found.stored, outcome(200, b"x"));
+        state.touch(found.row, "2026-01-03".into()).await;
+        assert_eq!(
+            state.lookup(b).await.found().await.map(|f| f.stored),
+            Some(outcome(200, b"x"))
+        );
+        state.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        // In the order first seen; a's time moved, nothing else did.
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT first_seen, last_fetched FROM outcome ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("2026-01-01".to_owned(), "2026-01-01".to_owned()),
+                ("2026-01-02".to_owned(), "2026-01-03".to_owned())
+            ]
         );
     }
 

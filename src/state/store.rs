@@ -6,28 +6,34 @@
 //! to the close, so a second fetchall on the same file fails at once instead of interleaving
 //! its writes. Journal: WAL with `synchronous=NORMAL`, so a killed process loses at most the
 //! transaction it was in and never leaves a torn one; checkpoints are made seldom and the page
-//! cache is 16 MiB, since keys are hashes and writes land all over the file.
+//! cache is 16 MiB. Rows are in the order keys were first seen (see [`CREATE`]).
 
 use std::io::Read;
 use std::path::Path;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use super::{Key, Stored};
+use super::{Found, Key, Row, Stored};
 
 /// `PRAGMA application_id` of a fetchall state ("fa11" in ASCII).
 const APP_ID: i32 = 0x6661_3131;
 /// The schema this fetchall writes and reads.
-const SCHEMA: i32 = 1;
+const SCHEMA: i32 = 2;
 /// SQLite's page cache, in KiB (its default is 2 MiB): part of the run's memory.
 const CACHE_KIB: u32 = 16 * 1024;
 /// The write-ahead log is copied into the file once it holds this many pages (64 MiB of 4 KiB
 /// pages; SQLite's default is 1000). Disk space, not memory.
 const CHECKPOINT_PAGES: u32 = 16 * 1024;
 
+/// The table, schema 2. Rows are numbered in the order keys were first seen (about the
+/// input's order), and the key (a hash, so in no useful order) finds its row through an index.
+/// A round goes through its input in the same order again, so the writes of one transaction
+/// land on a few pages in sequence rather than one page each all over the file; and a write
+/// names the row its lookup found, so it needs no second search by key.
 const CREATE: &str = "
 CREATE TABLE outcome (
-    key BLOB PRIMARY KEY NOT NULL,
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
     etag TEXT,
     last_modified TEXT,
     body_sha256 BLOB,
@@ -37,9 +43,35 @@ CREATE TABLE outcome (
     first_seen TEXT NOT NULL,
     last_fetched TEXT NOT NULL,
     last_changed TEXT NOT NULL
-) WITHOUT ROWID;
+);
 ";
 
+/// Schema 1 kept the rows in key order (`key` was the primary key, `WITHOUT ROWID`). Its rows
+/// move to schema 2's table in the order they were first seen.
+const FROM_SCHEMA_1: &str = "
+ALTER TABLE outcome RENAME TO outcome_schema_1;
+CREATE TABLE outcome (
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
+    etag TEXT,
+    last_modified TEXT,
+    body_sha256 BLOB,
+    status INTEGER,
+    ok INTEGER NOT NULL,
+    error_kind TEXT,
+    first_seen TEXT NOT NULL,
+    last_fetched TEXT NOT NULL,
+    last_changed TEXT NOT NULL
+);
+INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
+                     first_seen, last_fetched, last_changed)
+SELECT key, etag, last_modified, body_sha256, status, ok, error_kind,
+       first_seen, last_fetched, last_changed
+FROM outcome_schema_1 ORDER BY first_seen, key;
+DROP TABLE outcome_schema_1;
+";
+
+/// A key not found by its lookup (or written twice in one round: two lines asking the same).
 const UPSERT: &str = "
 INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
@@ -55,12 +87,25 @@ ON CONFLICT (key) DO UPDATE SET
     last_changed = CASE WHEN ?9 THEN excluded.last_changed ELSE outcome.last_changed END
 ";
 
-/// A fetch that left the stored outcome as it was moves only its time: a smaller write than
-/// the upsert (no insert attempt, one column).
-const TOUCH: &str = "UPDATE outcome SET last_fetched = ?2 WHERE key = ?1";
+/// A new outcome in the row its lookup found.
+const UPDATE: &str = "
+UPDATE outcome SET
+    etag = ?2,
+    last_modified = ?3,
+    body_sha256 = ?4,
+    status = ?5,
+    ok = ?6,
+    error_kind = ?7,
+    last_fetched = ?8,
+    last_changed = CASE WHEN ?9 THEN ?8 ELSE last_changed END
+WHERE id = ?1
+";
+
+/// A fetch that left the stored outcome as it was moves only its time.
+const TOUCH: &str = "UPDATE outcome SET last_fetched = ?2 WHERE id = ?1";
 
 const SELECT: &str = "
-SELECT etag, last_modified, body_sha256, status, ok, error_kind FROM outcome WHERE key = ?1
+SELECT id, etag, last_modified, body_sha256, status, ok, error_kind FROM outcome WHERE key = ?1
 ";
 
 pub(super) struct Store {
@@ -92,8 +137,8 @@ impl Store {
             .map_err(|e| describe(&e))?;
         conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(|e| describe(&e))?;
-        // Keys are sha256s, so writes land on pages all over the file: a bigger page cache
-        // keeps more of them between transactions (fewer reads), and checkpoints made
+        // Lookups go through the key's index, whose pages are hit in no order: a bigger page
+        // cache keeps more of them between transactions (fewer reads), and checkpoints made
         // seldom write a page changed many times once and sync the file less often.
         conn.execute_batch(&format!(
             "PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
@@ -142,7 +187,20 @@ impl Store {
                     "the file is corrupt ({}); left as it is",
                     crate::redact::bounded(other, 120)
                 )),
-            })
+            })?;
+        if version < SCHEMA {
+            // In the opening transaction: a failed upgrade leaves the file as it was.
+            conn.execute_batch(FROM_SCHEMA_1)
+                .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA};")))
+                .map_err(|e| {
+                    format!(
+                        "cannot upgrade from state schema {version}: {}",
+                        describe(&e)
+                    )
+                })?;
+            tracing::info!("state: upgraded from schema {version} to {SCHEMA}");
+        }
+        Ok(())
     }
 
     pub(super) fn begin(&self) -> Result<(), String> {
@@ -153,17 +211,20 @@ impl Store {
         self.conn.execute_batch("COMMIT").map_err(|e| describe(&e))
     }
 
-    pub(super) fn get(&self, key: &Key) -> Result<Option<Stored>, String> {
+    pub(super) fn get(&self, key: &Key) -> Result<Option<Found>, String> {
         let mut stmt = self.conn.prepare_cached(SELECT).map_err(|e| describe(&e))?;
         stmt.query_row(params![&key.0[..]], |r| {
-            let hash: Option<Vec<u8>> = r.get(2)?;
-            Ok(Stored {
-                etag: r.get(0)?,
-                last_modified: r.get(1)?,
-                body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
-                status: r.get(3)?,
-                ok: r.get(4)?,
-                error_kind: r.get(5)?,
+            let hash: Option<&[u8]> = r.get_ref(3)?.as_blob_or_null()?;
+            Ok(Found {
+                row: Row(r.get(0)?),
+                stored: Stored {
+                    etag: r.get(1)?,
+                    last_modified: r.get(2)?,
+                    body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
+                    status: r.get(4)?,
+                    ok: r.get(5)?,
+                    error_kind: r.get(6)?,
+                },
             })
         })
         .optional()
@@ -173,13 +234,18 @@ impl Store {
     pub(super) fn put(
         &self,
         key: &Key,
+        row: Option<Row>,
         outcome: &Stored,
         changed: bool,
         at: &str,
     ) -> Result<(), String> {
-        let mut stmt = self.conn.prepare_cached(UPSERT).map_err(|e| describe(&e))?;
+        let (sql, id) = match row {
+            Some(Row(id)) => (UPDATE, rusqlite::types::Value::Integer(id)),
+            None => (UPSERT, rusqlite::types::Value::Blob(key.0.to_vec())),
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| describe(&e))?;
         stmt.execute(params![
-            &key.0[..],
+            id,
             outcome.etag,
             outcome.last_modified,
             outcome.body_sha256.as_ref().map(|h| &h[..]),
@@ -193,9 +259,9 @@ impl Store {
         .map_err(|e| describe(&e))
     }
 
-    pub(super) fn touch(&self, key: &Key, at: &str) -> Result<(), String> {
+    pub(super) fn touch(&self, Row(id): Row, at: &str) -> Result<(), String> {
         let mut stmt = self.conn.prepare_cached(TOUCH).map_err(|e| describe(&e))?;
-        stmt.execute(params![&key.0[..], at])
+        stmt.execute(params![id, at])
             .map(drop)
             .map_err(|e| describe(&e))
     }
