@@ -294,13 +294,37 @@ const LINGER_POLLS: u32 = 4;
 /// close, so a kill loses at most that much and never leaves a torn write. A write that fails
 /// stops the writing (logged at once, reported at the close); lookups then answer "not seen",
 /// so the run goes on without state.
-fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
-    let mut failed: Option<String> = None;
+fn serve(store: store::Store, mut rx: mpsc::Receiver<Msg>) {
+    let statements = store.statements();
+    let (closing, failed) = serve_until_closed(&store, statements, &mut rx);
+    if let Some(reply) = closing {
+        let result = match failed {
+            Some(e) => Err(e),
+            None => store.close(),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// [`serve`]'s loop, with the statements prepared once (they borrow the store): the close's
+/// reply, if a close came, and the first error.
+fn serve_until_closed(
+    store: &store::Store,
+    statements: Result<store::Statements<'_>, String>,
+    rx: &mut mpsc::Receiver<Msg>,
+) -> (Option<oneshot::Sender<Result<(), String>>>, Option<String>) {
+    let (mut statements, mut failed) = match statements {
+        Ok(statements) => (Some(statements), None),
+        Err(e) => {
+            tracing::error!("state: {e}; outcomes are not remembered");
+            (None, Some(e))
+        }
+    };
     let mut batch = Vec::with_capacity(64);
     // Writes in the open transaction, if one is open.
     let mut open: Option<usize> = None;
     loop {
-        let first = match linger(&mut rx) {
+        let first = match linger(rx) {
             Some(msg) => msg,
             None => {
                 // The queue stayed empty: commit what is written before waiting.
@@ -336,12 +360,12 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
             },
             None => None,
         };
-        if failed.is_none() {
+        if let (None, Some(statements)) = (&failed, &mut statements) {
             let result = match open {
                 Some(_) => Ok(()),
                 None => store.begin(),
             }
-            .and_then(|()| store.apply(&mut batch))
+            .and_then(|()| statements.apply(&mut batch))
             .and_then(|puts| {
                 let puts = open.unwrap_or(0) + puts;
                 if puts >= COMMIT_PUTS || closing.is_some() {
@@ -358,13 +382,8 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
                 open = None;
             }
         }
-        if let Some(reply) = closing {
-            let result = match failed.take() {
-                Some(e) => Err(e),
-                None => store.close(),
-            };
-            let _ = reply.send(result);
-            return;
+        if closing.is_some() {
+            return (closing, failed);
         }
     }
     if open.is_some() && failed.is_none() {
@@ -373,6 +392,7 @@ fn serve(mut store: store::Store, mut rx: mpsc::Receiver<Msg>) {
             tracing::error!("state: {e}");
         }
     }
+    (None, failed)
 }
 
 /// The next message if one comes within [`LINGER_POLLS`] looks [`LINGER_POLL`] apart. Looking
@@ -389,7 +409,7 @@ fn linger(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
     None
 }
 
-impl store::Store {
+impl store::Statements<'_> {
     /// Handle a batch of lookups and writes in the open transaction; how many writes.
     fn apply(&mut self, batch: &mut Vec<Msg>) -> Result<usize, String> {
         let mut puts = 0;

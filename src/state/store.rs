@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement, params};
 
 use super::{Found, Key, Row, Stored};
 
@@ -110,6 +110,16 @@ SELECT id, etag, last_modified, body_sha256, status, ok, error_kind FROM outcome
 
 pub(super) struct Store {
     conn: Connection,
+}
+
+/// The statements that read and write outcomes, prepared once for the state thread's life
+/// (a statement looked up in rusqlite's cache by its text for every message cost about a
+/// sixth of the thread's instructions).
+pub(super) struct Statements<'c> {
+    select: Statement<'c>,
+    upsert: Statement<'c>,
+    update: Statement<'c>,
+    touch: Statement<'c>,
 }
 
 impl Store {
@@ -211,39 +221,56 @@ impl Store {
         self.conn.execute_batch("COMMIT").map_err(|e| describe(&e))
     }
 
-    pub(super) fn get(&self, key: &Key) -> Result<Option<Found>, String> {
-        let mut stmt = self.conn.prepare_cached(SELECT).map_err(|e| describe(&e))?;
-        stmt.query_row(params![&key.0[..]], |r| {
-            let hash: Option<&[u8]> = r.get_ref(3)?.as_blob_or_null()?;
-            Ok(Found {
-                row: Row(r.get(0)?),
-                stored: Stored {
-                    etag: r.get(1)?,
-                    last_modified: r.get(2)?,
-                    body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
-                    status: r.get(4)?,
-                    ok: r.get(5)?,
-                    error_kind: r.get(6)?,
-                },
-            })
+    pub(super) fn statements(&self) -> Result<Statements<'_>, String> {
+        let prepare = |sql| self.conn.prepare(sql).map_err(|e| describe(&e));
+        Ok(Statements {
+            select: prepare(SELECT)?,
+            upsert: prepare(UPSERT)?,
+            update: prepare(UPDATE)?,
+            touch: prepare(TOUCH)?,
         })
-        .optional()
-        .map_err(|e| describe(&e))
+    }
+
+    /// Close the file, checkpointing the WAL into it.
+    pub(super) fn close(self) -> Result<(), String> {
+        self.conn.close().map_err(|(_, e)| describe(&e))
+    }
+}
+
+impl Statements<'_> {
+    pub(super) fn get(&mut self, key: &Key) -> Result<Option<Found>, String> {
+        self.select
+            .query_row(params![&key.0[..]], |r| {
+                let hash: Option<&[u8]> = r.get_ref(3)?.as_blob_or_null()?;
+                Ok(Found {
+                    row: Row(r.get(0)?),
+                    stored: Stored {
+                        etag: r.get(1)?,
+                        last_modified: r.get(2)?,
+                        body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
+                        status: r.get(4)?,
+                        ok: r.get(5)?,
+                        error_kind: r.get(6)?,
+                    },
+                })
+            })
+            .optional()
+            .map_err(|e| describe(&e))
     }
 
     pub(super) fn put(
-        &self,
+        &mut self,
         key: &Key,
         row: Option<Row>,
         outcome: &Stored,
         changed: bool,
         at: &str,
     ) -> Result<(), String> {
-        let (sql, id) = match row {
-            Some(Row(id)) => (UPDATE, rusqlite::types::Value::Integer(id)),
-            None => (UPSERT, rusqlite::types::Value::Blob(key.0.to_vec())),
+        let key = &key.0[..];
+        let (stmt, id): (_, &dyn rusqlite::ToSql) = match &row {
+            Some(Row(id)) => (&mut self.update, id),
+            None => (&mut self.upsert, &key),
         };
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| describe(&e))?;
         stmt.execute(params![
             id,
             outcome.etag,
@@ -259,16 +286,11 @@ impl Store {
         .map_err(|e| describe(&e))
     }
 
-    pub(super) fn touch(&self, Row(id): Row, at: &str) -> Result<(), String> {
-        let mut stmt = self.conn.prepare_cached(TOUCH).map_err(|e| describe(&e))?;
-        stmt.execute(params![id, at])
+    pub(super) fn touch(&mut self, Row(id): Row, at: &str) -> Result<(), String> {
+        self.touch
+            .execute(params![id, at])
             .map(drop)
             .map_err(|e| describe(&e))
-    }
-
-    /// Close the file, checkpointing the WAL into it.
-    pub(super) fn close(self) -> Result<(), String> {
-        self.conn.close().map_err(|(_, e)| describe(&e))
     }
 }
 
