@@ -46,8 +46,9 @@ CREATE TABLE outcome (
 );
 ";
 
-/// Schema 1 kept the rows in key order (`key` was the primary key, `WITHOUT ROWID`). Its rows
-/// move to schema 2's table in the order they were first seen.
+/// Schema 1 kept the rows in key order (`key` was the primary key, `WITHOUT ROWID`) and whole
+/// sha256s as keys. Its rows move to schema 2's table in the order they were first seen, each
+/// key cut to the 16 bytes schema 2 keeps (see `Key`).
 const FROM_SCHEMA_1: &str = "
 ALTER TABLE outcome RENAME TO outcome_schema_1;
 CREATE TABLE outcome (
@@ -65,7 +66,7 @@ CREATE TABLE outcome (
 );
 INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
-SELECT key, etag, last_modified, body_sha256, status, ok, error_kind,
+SELECT substr(key, 1, 16), etag, last_modified, body_sha256, status, ok, error_kind,
        first_seen, last_fetched, last_changed
 FROM outcome_schema_1 ORDER BY first_seen, key;
 DROP TABLE outcome_schema_1;
