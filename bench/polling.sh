@@ -3,8 +3,8 @@
 # with ETags. Three measurements, each printed and written to bench/results/polling.md:
 #
 #  1. Scale: POLL_N URLs (default 1,000,000), 3 rounds with --state: peak RSS per round, the
-#     share of 304s in rounds 2 and 3, and records/s per round next to a plain run (no state)
-#     of the same URLs at the same concurrency.
+#     share of 304s in rounds 2 and 3, and records/s per round next to plain runs (no state, one
+#     before and one after the state run) of the same URLs at the same concurrency.
 #  2. Soak: --every 1s over 1,000 URLs for SOAK_SECONDS (default 600): RSS and open file
 #     descriptors over the first and the last minute, and the drift of round start times from
 #     the schedule.
@@ -143,6 +143,9 @@ if part 1; then
     measure plain -c "$CONCURRENCY" --body none "$work/urls.txt"
     measure state -c "$CONCURRENCY" --body none --every 1s --rounds 3 --state "$work/state.db" \
         --summary "$work/state.summary.json" "$work/urls.txt"
+    # Plain again: this machine's speed drifts from one minute to the next, so the reference
+    # is the mean of a plain run before and one after the state run.
+    measure plain2 -c "$CONCURRENCY" --body none "$work/urls.txt"
 fi
 
 if part 2; then
@@ -223,13 +226,21 @@ print(f"Loopback nginx (1 worker, static files with ETags), fetchall release bui
       f"`-c {conc} --body none`, on this 2-core machine. Scale: {n} URLs; soak {soak_s} s.\n")
 
 if "1" in parts:
-    plain = rounds_of(f"{work}/plain.jsonl")[0]
-    plain_rate = plain[2] / max(plain[1] - plain[0], 1e-9)
+    def rate_of(name):
+        p = rounds_of(f"{work}/{name}.jsonl")[0]
+        return p, p[2] / max(p[1] - p[0], 1e-9)
+    plains = [rate_of(name) for name in ("plain", "plain2")]
+    plain_rate = sum(rate for _, rate in plains) / len(plains)
     print("## 1. Scale: 3 rounds with --state\n")
     print("records/s: records over the span from the round's first request start to its last "
-          "(`started_ms`), the same measure for both runs.\n")
-    print(f"- plain run (no state, 1 round): {plain[2]} records, **{plain_rate:.0f} records/s**, "
-          f"wall {num(f'{work}/plain.wall'):.1f} s, peak RSS {num(f'{work}/plain.maxrss') / 1024:.1f} MB")
+          "(`started_ms`), the same measure for every run. The plain run (no state) is made "
+          "before and after the state run, and the rounds are compared with the mean of the "
+          "two: this machine's speed drifts from one minute to the next.\n")
+    for when, name, (p, rate) in zip(("before", "after"), ("plain", "plain2"), plains):
+        print(f"- plain run {when} (no state, 1 round): {p[2]} records, **{rate:.0f} records/s**, "
+              f"wall {num(f'{work}/{name}.wall'):.1f} s, "
+              f"peak RSS {num(f'{work}/{name}.maxrss') / 1024:.1f} MB")
+    print(f"- plain reference: **{plain_rate:.0f} records/s** (mean)")
     r = rounds_of(f"{work}/state.jsonl")
     s = samples(f"{work}/state.samples")
     print(f"- with `--state` (3 rounds, --every 1s: each round overruns and the next starts at once): "
