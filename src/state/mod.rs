@@ -286,23 +286,39 @@ const BATCH: usize = 1024;
 /// written to the log once.
 const COMMIT_PUTS: usize = 8192;
 
-/// How often the state thread looks at an empty queue again before it commits and sleeps
-/// until the next message, and how long it looks in all ([`LINGER_POLLS`] times). While
-/// requests keep coming (one lookup and one write each), messages pile up meanwhile and are
-/// handled as one batch: no wake-up per message for the thread that sends them, and one
-/// transaction for many writes instead of one per dry moment.
-///
-/// Half a millisecond apart: a lookup waits that long at most, while the reader asks
-/// thousands ahead of the gate (`--lookahead`). Each look takes a core from the runtime's
-/// thread or the server on a machine with few: at 100 µs apart the thread handled about 8
-/// messages a look and the runtime thread was preempted 30,000 times per 100,000 records
-/// (9,000-22,000 at 500 µs; 2,000 without state): docs/polling.md, "State".
-const LINGER_POLL: std::time::Duration = std::time::Duration::from_micros(500);
-const LINGER_POLLS: u32 = 4;
+/// How the state thread looks at an empty queue before it commits and sleeps until the next
+/// message: `polls` looks `every` apart. While requests keep coming (one lookup and one write
+/// each), messages pile up meanwhile and are handled as one batch: no wake-up per message for
+/// the thread that sends them, and one transaction for many writes instead of one per dry
+/// moment.
+#[derive(Clone, Copy)]
+struct Linger {
+    every: std::time::Duration,
+    polls: u32,
+}
+
+/// While work comes: half a millisecond apart, two milliseconds in all. A lookup waits that
+/// long at most, while the reader asks thousands ahead of the gate (`--lookahead`). Each
+/// look takes a core from the runtime's thread or the server on a machine with few: at
+/// 100 µs apart the thread handled about 8 messages a look and the runtime thread was
+/// preempted 30,000 times per 100,000 records (9,000-22,000 at 500 µs; 2,000 without state):
+/// docs/polling.md, "State".
+const BUSY: Linger = Linger {
+    every: std::time::Duration::from_micros(500),
+    polls: 4,
+};
+
+/// After a [`State::wake`] (a round is about to start): 100 µs apart for two milliseconds, so
+/// the round's first lookups, which its first requests wait for, are answered at once. At
+/// [`BUSY`]'s pace rounds started a millisecond late (median of 30 rounds).
+const WOKEN: Linger = Linger {
+    every: std::time::Duration::from_micros(100),
+    polls: 20,
+};
 
 /// The state thread: answer lookups and batch writes into transactions until it is closed
 /// (or every sender is gone). A transaction is committed when the queue has stayed empty for
-/// about two milliseconds (see [`LINGER_POLL`]), after [`COMMIT_PUTS`] writes, and at the
+/// about two milliseconds (see [`BUSY`]), after [`COMMIT_PUTS`] writes, and at the
 /// close, so a kill loses at most that much and never leaves a torn write. A write that fails
 /// stops the writing (logged at once, reported at the close); lookups then answer "not seen",
 /// so the run goes on without state.
@@ -335,8 +351,9 @@ fn serve_until_closed(
     let mut batch = Vec::with_capacity(64);
     // Writes in the open transaction, if one is open.
     let mut open: Option<usize> = None;
+    let mut pace = BUSY;
     loop {
-        let first = match linger(rx) {
+        let first = match linger(rx, pace) {
             Some(msg) => msg,
             None => {
                 // The queue stayed empty: commit what is written before waiting.
@@ -361,6 +378,8 @@ fn serve_until_closed(
                 Err(_) => break,
             }
         }
+        let woken = batch.iter().any(|m| matches!(m, Msg::Wake));
+        pace = if woken { WOKEN } else { BUSY };
         batch.retain(|m| !matches!(m, Msg::Wake));
         if batch.is_empty() {
             continue;
@@ -407,15 +426,15 @@ fn serve_until_closed(
     (None, failed)
 }
 
-/// The next message if one comes within [`LINGER_POLLS`] looks [`LINGER_POLL`] apart. Looking
+/// The next message if one comes within `pace.polls` looks `pace.every` apart. Looking
 /// (`try_recv`) registers no waker, so a sender meanwhile wakes nobody.
-fn linger(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
-    for poll in 0..=LINGER_POLLS {
+fn linger(rx: &mut mpsc::Receiver<Msg>, pace: Linger) -> Option<Msg> {
+    for poll in 0..=pace.polls {
         if let Ok(msg) = rx.try_recv() {
             return Some(msg);
         }
-        if poll < LINGER_POLLS {
-            std::thread::sleep(LINGER_POLL);
+        if poll < pace.polls {
+            std::thread::sleep(pace.every);
         }
     }
     None
