@@ -146,11 +146,7 @@ fn main() {
         let n = (f64::from(case.rate) * seconds).round() as usize + 1;
         let rate = format!("{}/s", case.rate);
         let mut cmd = Command::new(bin);
-        // Room for 40 ms of starts at 5,000/s: with the default 50 slots (10 ms), a runtime
-        // thread held up longer than that on two busy cores fills every slot, and with
-        // `--burst 1` the gate may not make the lost time up; the cap, not the pacing, would
-        // decide the rate (docs/rate-limiting.md, "Strict pacing").
-        cmd.args(["--rate", &rate, "--body", "none", "-v", "-c", "200"])
+        cmd.args(["--rate", &rate, "--body", "none", "-v"])
             .args(case.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
