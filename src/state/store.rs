@@ -47,23 +47,13 @@ CREATE TABLE outcome (
 ";
 
 /// Schema 1 kept the rows in key order (`key` was the primary key, `WITHOUT ROWID`) and whole
-/// sha256s as keys. Its rows move to schema 2's table in the order they were first seen, each
-/// key cut to the 16 bytes schema 2 keeps (see `Key`).
+/// sha256s as keys. Its table is set aside, schema 2's created ([`CREATE`]), and its rows moved
+/// over by [`FROM_SCHEMA_1`].
+const SET_SCHEMA_1_ASIDE: &str = "ALTER TABLE outcome RENAME TO outcome_schema_1;";
+
+/// Schema 1's rows into schema 2's table, in the order they were first seen, each key cut to
+/// the 16 bytes schema 2 keeps (see `Key`).
 const FROM_SCHEMA_1: &str = "
-ALTER TABLE outcome RENAME TO outcome_schema_1;
-CREATE TABLE outcome (
-    id INTEGER PRIMARY KEY,
-    key BLOB NOT NULL UNIQUE,
-    etag TEXT,
-    last_modified TEXT,
-    body_sha256 BLOB,
-    status INTEGER,
-    ok INTEGER NOT NULL,
-    error_kind TEXT,
-    first_seen TEXT NOT NULL,
-    last_fetched TEXT NOT NULL,
-    last_changed TEXT NOT NULL
-);
 INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
 SELECT substr(key, 1, 16), etag, last_modified, body_sha256, status, ok, error_kind,
@@ -201,7 +191,9 @@ impl Store {
             })?;
         if version < SCHEMA {
             // In the opening transaction: a failed upgrade leaves the file as it was.
-            conn.execute_batch(FROM_SCHEMA_1)
+            conn.execute_batch(SET_SCHEMA_1_ASIDE)
+                .and_then(|()| conn.execute_batch(CREATE))
+                .and_then(|()| conn.execute_batch(FROM_SCHEMA_1))
                 .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA};")))
                 .map_err(|e| {
                     format!(
