@@ -203,16 +203,17 @@ impl State {
         }
     }
 
-    /// Ask what is stored for `key`; the answer comes while the caller does something else
-    /// (waits for its turn at the gate).
     /// Wake the state thread ahead of a round's first lookups. A thread asleep for a second
     /// (and the idle core under it) takes a millisecond or two to answer its first message,
     /// and every job of the round waits for its lookup before the gate: woken about a
-    /// millisecond ahead, the thread is still looking for messages when the round starts.
+    /// millisecond ahead, the thread is still looking for messages, every 100 µs (see
+    /// [`WOKEN`]), when the round starts.
     pub(crate) async fn wake(&self) {
         let _ = self.tx.send(Msg::Wake).await;
     }
 
+    /// Ask what is stored for `key`; the answer comes while the caller does something else
+    /// (waits for its turn at the gate).
     pub(crate) async fn lookup(&self, key: Key) -> Pending {
         let (tx, rx) = oneshot::channel();
         match self.tx.send(Msg::Lookup(key, tx)).await {
