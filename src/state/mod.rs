@@ -140,7 +140,7 @@ pub(crate) struct State {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// A lookup on its way: await [`Pending::stored`] for its answer.
+/// A lookup on its way: await [`Pending::found`] for its answer.
 pub(crate) struct Pending(Option<oneshot::Receiver<Option<Found>>>);
 
 impl Pending {
