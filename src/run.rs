@@ -329,6 +329,11 @@ async fn drive(
         order = back;
         // `None` once every task of the round has handed over its record.
         let _ = round_done.recv().await;
+        if let Some(state) = &ctx.state {
+            // After every outcome of the round was put: a new state file's keys get their
+            // index now, before the next round looks them up.
+            state.round_ended().await;
+        }
         if let Err(e) = read {
             result = Err(Error::Read(e));
             break;

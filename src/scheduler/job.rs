@@ -24,7 +24,7 @@ use crate::record::{
 };
 use crate::request::Request;
 use crate::retry::{Decision, Failure};
-use crate::state::{Found, Key, State, Stored, body_hash};
+use crate::state::{Entry, Key, State, Stored, body_hash};
 use crate::units::HumanDuration;
 
 /// A request that will get a record: what the record says about the line.
@@ -41,7 +41,8 @@ pub(super) struct Job {
 pub(super) struct Polled {
     pub(super) round: u64,
     pub(super) key: Key,
-    pub(super) found: Option<Found>,
+    /// Its place in the state; `None` when the state thread has stopped.
+    pub(super) entry: Option<Entry>,
 }
 
 impl Polled {
@@ -64,7 +65,7 @@ impl Polled {
             error_kind: record.error.as_ref().map(|e| e.kind.as_str().to_owned()),
             ..Stored::default()
         });
-        let before = self.found.as_ref().map(|f| &f.stored);
+        let before = self.entry.as_ref().and_then(|e| e.stored.as_ref());
         let changed = match before {
             None => true,
             Some(_) if not_modified => false,
@@ -87,13 +88,13 @@ impl Polled {
         record.round = Some(self.round);
         record.changed = Some(changed && !cancelled);
         record.not_modified = Some(not_modified);
-        if !cancelled {
-            let row = self.found.map(|f| f.row);
-            match row {
+        if !cancelled && let Some(Entry { row, stored }) = self.entry {
+            match stored {
+                None => state.insert(self.key, row, fresh, at.clone()).await,
                 // The stored outcome stands as it is (validators included): only the time it
                 // was fetched moves, which is a much cheaper write.
-                Some(row) if same => state.touch(row, at.clone()).await,
-                _ => state.put(self.key, row, fresh, changed, at.clone()).await,
+                Some(_) if same => state.touch(row, at.clone()).await,
+                Some(_) => state.update(row, fresh, changed, at.clone()).await,
             }
         }
         record.at = Some(at);
@@ -228,7 +229,11 @@ impl Job {
     /// `--no-conditional`. Returns whether it added any.
     fn add_validators(&mut self, ctx: &Context) -> bool {
         let Some(Polled {
-            found: Some(Found { stored, .. }),
+            entry:
+                Some(Entry {
+                    stored: Some(stored),
+                    ..
+                }),
             ..
         }) = &self.polled
         else {
@@ -501,15 +506,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::of_invalid("a");
         let state = State::open(Some(&dir.path().join("s.db"))).await.unwrap();
+        let entry = state.lookup(key).await.entry().await.unwrap();
         state
-            .put(
+            .insert(
                 key,
-                None,
+                entry.row,
                 stored("\"e1\""),
-                true,
                 "2026-01-01T00:00:00.000Z".into(),
             )
             .await;
+        state.round_ended().await;
         let mut record =
             Record::input_error(0, 1, String::new(), ErrorKind::HttpStatus, String::new());
         record.ok = true;
@@ -519,7 +525,7 @@ mod tests {
             let polled = Polled {
                 round: 1,
                 key,
-                found: state.lookup(key).await.found().await,
+                entry: state.lookup(key).await.entry().await,
             };
             let fresh = Stored {
                 etag: sent.map(Into::into),
@@ -532,7 +538,7 @@ mod tests {
                 .await;
             assert_eq!(record.changed, Some(false));
             assert_eq!(
-                state.lookup(key).await.found().await.map(|f| f.stored),
+                state.lookup(key).await.entry().await.and_then(|e| e.stored),
                 Some(stored(kept)),
                 "after a 304 sending {sent:?}"
             );

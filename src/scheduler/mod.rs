@@ -272,16 +272,16 @@ impl Dispatcher {
         }) = staged.recv().await
         {
             // Not started when the run stops: no record, like a line not read yet.
-            let found = tokio::select! {
+            let entry = tokio::select! {
                 biased;
                 () = self.ctx.stop.cancelled() => return,
                 () = self.records.closed() => return,
-                found = pending.found() => found,
+                entry = pending.entry() => entry,
             };
             job.polled = Some(Polled {
                 round: self.round.index,
                 key,
-                found,
+                entry,
             });
             self.start(job, held);
         }
@@ -370,11 +370,11 @@ impl Dispatcher {
                 let mut record = bad.into_record(line.seq, line.line);
                 record.shard = self.ctx.settings.shard.map(|s| s.index());
                 if let (Some(state), Some(key)) = (&self.ctx.state, key) {
-                    let found = state.lookup(key).await.found().await;
+                    let entry = state.lookup(key).await.entry().await;
                     let polled = Polled {
                         round: self.round.index,
                         key,
-                        found,
+                        entry,
                     };
                     polled
                         .mark(state, &mut record, None, std::time::SystemTime::now())

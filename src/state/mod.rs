@@ -89,16 +89,19 @@ impl Stored {
     }
 }
 
-/// Where a key's outcome is in the store: its row, found by a lookup and handed back with the
-/// write that follows, which then needs no search by key.
+/// Where a key's outcome is in the store: its row, named by its lookup and handed back with
+/// the write that follows, which then needs no search by key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Row(i64);
 
-/// What a lookup found for a key: its row and its outcome.
+/// A key's place in the store, as its lookup answered: its row, and the outcome kept there.
+/// A key not seen before has no outcome yet; its lookup numbers its row (lookups come in
+/// input order, so the rows of a round's new keys are in that order), and [`State::insert`]
+/// writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Found {
+pub(crate) struct Entry {
     pub row: Row,
-    pub stored: Stored,
+    pub stored: Option<Stored>,
 }
 
 /// The sha256 of a body, as the store keeps it.
@@ -107,11 +110,17 @@ pub(crate) fn body_hash(body: &[u8]) -> [u8; 32] {
 }
 
 enum Msg {
-    Lookup(Key, oneshot::Sender<Option<Found>>),
-    /// A new outcome for `key`, in its `row` when the lookup found one.
-    Put {
+    Lookup(Key, oneshot::Sender<Entry>),
+    /// The first outcome of a new `key`, in the `row` its lookup numbered.
+    Insert {
         key: Key,
-        row: Option<Row>,
+        row: Row,
+        outcome: Stored,
+        at: String,
+    },
+    /// A new outcome in `row`; `changed` moves its last-changed time.
+    Update {
+        row: Row,
         outcome: Stored,
         changed: bool,
         at: String,
@@ -121,6 +130,9 @@ enum Msg {
         row: Row,
         at: String,
     },
+    /// Every outcome of a round is queued: a new file's keys are indexed now (see
+    /// [`State::round_ended`]).
+    RoundEnded,
     /// Commit, close the file and answer with the first error, if any.
     Close(oneshot::Sender<Result<(), String>>),
     /// Nothing to do: wakes the thread, which then looks for messages for a while (see
@@ -140,15 +152,15 @@ pub(crate) struct State {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// A lookup on its way: await [`Pending::found`] for its answer.
-pub(crate) struct Pending(Option<oneshot::Receiver<Option<Found>>>);
+/// A lookup on its way: await [`Pending::entry`] for its answer.
+pub(crate) struct Pending(Option<oneshot::Receiver<Entry>>);
 
 impl Pending {
-    /// What was stored for the key; `None` for a key not seen before (or a state thread that
-    /// stopped).
-    pub(crate) async fn found(self) -> Option<Found> {
+    /// The key's place in the store; `None` when the state thread has stopped (it reports
+    /// why at the close), and nothing is remembered.
+    pub(crate) async fn entry(self) -> Option<Entry> {
         match self.0 {
-            Some(rx) => rx.await.ok().flatten(),
+            Some(rx) => rx.await.ok(),
             None => None,
         }
     }
@@ -222,18 +234,23 @@ impl State {
         }
     }
 
-    /// Remember `outcome` for `key` (in `row`, when its lookup found one), fetched at `at`;
-    /// `changed` moves its last-changed time.
-    pub(crate) async fn put(
-        &self,
-        key: Key,
-        row: Option<Row>,
-        outcome: Stored,
-        changed: bool,
-        at: String,
-    ) {
-        let msg = Msg::Put {
+    /// Remember the first `outcome` of the new `key`, fetched at `at`, in the `row` its
+    /// lookup numbered.
+    pub(crate) async fn insert(&self, key: Key, row: Row, outcome: Stored, at: String) {
+        let msg = Msg::Insert {
             key,
+            row,
+            outcome,
+            at,
+        };
+        // A stopped thread has already reported why (see `close`).
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Remember `outcome`, fetched at `at`, in `row` (its key's); `changed` moves its
+    /// last-changed time.
+    pub(crate) async fn update(&self, row: Row, outcome: Stored, changed: bool, at: String) {
+        let msg = Msg::Update {
             row,
             outcome,
             changed,
@@ -241,6 +258,13 @@ impl State {
         };
         // A stopped thread has already reported why (see `close`).
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Every outcome of a round has been put. A new file's first round writes its keys
+    /// without an index (every key is new), and the index is built now, in one pass, so that
+    /// the next round's lookups find them; otherwise nothing happens.
+    pub(crate) async fn round_ended(&self) {
+        let _ = self.tx.send(Msg::RoundEnded).await;
     }
 
     /// Tests: hold the state thread (nothing asked after this is answered) until the
@@ -320,9 +344,10 @@ const WOKEN: Linger = Linger {
 /// The state thread: answer lookups and batch writes into transactions until it is closed
 /// (or every sender is gone). A transaction is committed when the queue has stayed empty for
 /// about two milliseconds (see [`BUSY`]), after [`COMMIT_PUTS`] writes, and at the
-/// close, so a kill loses at most that much and never leaves a torn write. A write that fails
-/// stops the writing (logged at once, reported at the close); lookups then answer "not seen",
-/// so the run goes on without state.
+/// close, so a kill loses at most that much and never leaves a torn write. A new file's keys
+/// are indexed when its first round ends, or at the close if that comes first (see
+/// [`State::round_ended`]). A write that fails stops the writing (logged at once, reported at
+/// the close); lookups then go unanswered, and the run goes on without state.
 fn serve(store: store::Store, mut rx: mpsc::Receiver<Msg>) {
     let statements = store.statements();
     let (closing, failed) = serve_until_closed(&store, statements, &mut rx);
@@ -400,6 +425,9 @@ fn serve_until_closed(
             .and_then(|()| statements.apply(&mut batch))
             .and_then(|puts| {
                 let puts = open.unwrap_or(0) + puts;
+                if closing.is_some() {
+                    statements.index_keys()?;
+                }
                 if puts >= COMMIT_PUTS || closing.is_some() {
                     open = None;
                     store.commit()
@@ -418,9 +446,15 @@ fn serve_until_closed(
             return (closing, failed);
         }
     }
-    if open.is_some() && failed.is_none() {
-        // Every sender is gone without a close: keep what was written.
-        if let Err(e) = store.commit() {
+    if let (None, Some(statements)) = (&failed, &mut statements) {
+        // Every sender is gone without a close: keep what was written, indexed.
+        let result = match open {
+            Some(_) => Ok(()),
+            None => store.begin(),
+        }
+        .and_then(|()| statements.index_keys())
+        .and_then(|()| store.commit());
+        if let Err(e) = result {
             tracing::error!("state: {e}");
         }
     }
@@ -448,22 +482,36 @@ impl store::Statements<'_> {
         for msg in batch.drain(..) {
             match msg {
                 Msg::Lookup(key, reply) => {
-                    let _ = reply.send(self.get(&key)?);
+                    let _ = reply.send(self.entry(&key)?);
                 }
-                Msg::Put {
+                Msg::Insert {
                     key,
+                    row,
+                    outcome,
+                    at,
+                } => {
+                    self.insert(&key, row, &outcome, &at)?;
+                    puts += 1;
+                }
+                Msg::Update {
                     row,
                     outcome,
                     changed,
                     at,
                 } => {
-                    self.put(&key, row, &outcome, changed, &at)?;
+                    self.update(row, &outcome, changed, &at)?;
                     puts += 1;
                 }
                 Msg::Touch { row, at } => {
                     self.touch(row, &at)?;
                     puts += 1;
                 }
+                Msg::RoundEnded if self.unindexed() => {
+                    self.index_keys()?;
+                    // Committed at once: the index is as many pages as a full transaction.
+                    puts += COMMIT_PUTS;
+                }
+                Msg::RoundEnded => {}
                 Msg::Close(_) | Msg::Wake => {}
                 #[cfg(test)]
                 Msg::Hold(release) => {
@@ -496,20 +544,21 @@ mod tests {
         let path = dir.path().join("s.db");
         let key = Key::of_invalid("a");
         let state = State::open(Some(&path)).await.unwrap();
-        assert_eq!(state.lookup(key).await.found().await, None);
+        let entry = state.lookup(key).await.entry().await.unwrap();
+        assert_eq!(entry.stored, None);
         state
-            .put(
+            .insert(
                 key,
-                None,
+                entry.row,
                 outcome(200, b"x"),
-                true,
                 "2026-01-01T00:00:00.000Z".into(),
             )
             .await;
         state.close().await.unwrap();
 
         let state = State::open(Some(&path)).await.unwrap();
-        let stored = state.lookup(key).await.found().await.unwrap().stored;
+        let entry = state.lookup(key).await.entry().await.unwrap();
+        let stored = entry.stored.unwrap();
         assert_eq!(stored, outcome(200, b"x"));
         let mut rotated = outcome(200, b"x");
         rotated.etag = Some("\"e2\"".into());
@@ -526,15 +575,17 @@ mod tests {
         let key = Key::of_invalid("a");
         let state = State::open(Some(&path)).await.unwrap();
         let first = "2026-01-01T00:00:00.000Z";
+        let entry = state.lookup(key).await.entry().await.unwrap();
         state
-            .put(key, None, outcome(200, b"x"), true, first.into())
+            .insert(key, entry.row, outcome(200, b"x"), first.into())
             .await;
-        let found = state.lookup(key).await.found().await.unwrap();
+        state.round_ended().await;
+        let entry = state.lookup(key).await.entry().await.unwrap();
         state
-            .touch(found.row, "2026-01-02T00:00:00.000Z".into())
+            .touch(entry.row, "2026-01-02T00:00:00.000Z".into())
             .await;
         assert_eq!(
-            state.lookup(key).await.found().await.map(|f| f.stored),
+            state.lookup(key).await.entry().await.unwrap().stored,
             Some(outcome(200, b"x"))
         );
         state.close().await.unwrap();
@@ -557,6 +608,118 @@ mod tests {
         );
     }
 
+    /// The keys' index of a new file, and what a lookup answers before and after it is built.
+    /// Rows are numbered by the lookups, in their order; a key asked twice in the first round
+    /// is new both times and keeps its first row; after the round every key is found, in any
+    /// order (a lookup whose guess, the next row, is wrong searches the index).
+    #[tokio::test]
+    async fn a_new_files_keys_are_indexed_when_its_first_round_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b, c) = (
+            Key::of_invalid("a"),
+            Key::of_invalid("b"),
+            Key::of_invalid("c"),
+        );
+        let state = State::open(Some(&path)).await.unwrap();
+        let mut rows = Vec::new();
+        for (key, body) in [(a, b"a"), (b, b"b"), (c, b"c"), (a, b"A")] {
+            let entry = state.lookup(key).await.entry().await.unwrap();
+            assert_eq!(entry.stored, None);
+            rows.push(entry.row);
+            // Written in another order than asked, as requests finish.
+            state
+                .insert(key, entry.row, outcome(200, body), "t0".into())
+                .await;
+        }
+        assert_eq!(rows, [Row(1), Row(2), Row(3), Row(4)]);
+        state.round_ended().await;
+        for (key, row, body) in [(c, 3, b"c"), (a, 1, b"a"), (b, 2, b"b"), (c, 3, b"c")] {
+            assert_eq!(
+                state.lookup(key).await.entry().await,
+                Some(Entry {
+                    row: Row(row),
+                    stored: Some(outcome(200, body))
+                })
+            );
+        }
+        // A key new in the second round gets a row after every row numbered so far.
+        let d = Key::of_invalid("d");
+        assert_eq!(
+            state.lookup(d).await.entry().await,
+            Some(Entry {
+                row: Row(5),
+                stored: None
+            })
+        );
+        state.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM outcome ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+        let index: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcome'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index.contains("UNIQUE"), "{index}");
+    }
+
+    /// A new file's first run that was killed before its round ended left rows without the
+    /// keys' index (some keys twice): the next open indexes them, keeping each key's first
+    /// row, and every key is found.
+    #[tokio::test]
+    async fn rows_a_killed_first_run_left_unindexed_are_indexed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (Key::of_invalid("a"), Key::of_invalid("b"));
+        {
+            let state = State::open(Some(&path)).await.unwrap();
+            for (key, body) in [(a, b"a"), (b, b"b"), (a, b"A")] {
+                let entry = state.lookup(key).await.entry().await.unwrap();
+                state
+                    .insert(key, entry.row, outcome(200, body), "t0".into())
+                    .await;
+            }
+            state.close().await.unwrap();
+        }
+        // As a kill before the round's end leaves it: the rows, a key twice, no index.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP INDEX outcome_key").unwrap();
+        conn.execute(
+            "INSERT INTO outcome SELECT 9, key, etag, last_modified, body_sha256, status, ok,
+             error_kind, first_seen, last_fetched, last_changed FROM outcome WHERE id = 1",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        let state = State::open(Some(&path)).await.unwrap();
+        for (key, row, body) in [(b, 2, b"b"), (a, 1, b"a")] {
+            assert_eq!(
+                state.lookup(key).await.entry().await,
+                Some(Entry {
+                    row: Row(row),
+                    stored: Some(outcome(200, body))
+                })
+            );
+        }
+        state.close().await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM outcome", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
     /// A state written by a fetchall of schema 1 (rows kept in key order) is upgraded in place
     /// when opened: every outcome and time stays, and a later write finds its row.
     #[tokio::test]
@@ -577,7 +740,7 @@ mod tests {
             )
             .unwrap();
             for (key, seen) in [(&b, "2026-01-01"), (&a, "2026-01-02")] {
-                // Schema 1 kept the whole sha256; schema 2 its first 16 bytes.
+                // Schema 1 kept the whole sha256; later schemas its first 16 bytes.
                 let whole = [&key.0[..], &[0xab; 16]].concat();
                 conn.execute(
                     "INSERT INTO outcome VALUES (?1, '\"e1\"', NULL, ?2, 200, 1, NULL, ?3, ?3, ?3)",
@@ -587,11 +750,11 @@ mod tests {
             }
         }
         let state = State::open(Some(&path)).await.unwrap();
-        let found = state.lookup(a).await.found().await.unwrap();
-        assert_eq!(found.stored, outcome(200, b"x"));
-        state.touch(found.row, "2026-01-03".into()).await;
+        let entry = state.lookup(a).await.entry().await.unwrap();
+        assert_eq!(entry.stored, Some(outcome(200, b"x")));
+        state.touch(entry.row, "2026-01-03".into()).await;
         assert_eq!(
-            state.lookup(b).await.found().await.map(|f| f.stored),
+            state.lookup(b).await.entry().await.unwrap().stored,
             Some(outcome(200, b"x"))
         );
         state.close().await.unwrap();
@@ -600,7 +763,7 @@ mod tests {
         let version: i32 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         // In the order first seen; a's time moved, nothing else did.
         let rows: Vec<(String, String)> = conn
             .prepare("SELECT first_seen, last_fetched FROM outcome ORDER BY id")
@@ -616,6 +779,68 @@ mod tests {
                 ("2026-01-02".to_owned(), "2026-01-03".to_owned())
             ]
         );
+    }
+
+    /// A schema-2 file (its keys indexed by the table's `UNIQUE`) is taken as it is: only its
+    /// version moves, and its index serves lookups and the writes of new keys.
+    #[tokio::test]
+    async fn a_schema_2_state_keeps_its_rows_and_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (Key::of_invalid("a"), Key::of_invalid("b"));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE outcome (
+                    id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, etag TEXT,
+                    last_modified TEXT, body_sha256 BLOB, status INTEGER, ok INTEGER NOT NULL,
+                    error_kind TEXT, first_seen TEXT NOT NULL, last_fetched TEXT NOT NULL,
+                    last_changed TEXT NOT NULL
+                );
+                PRAGMA application_id = 1717645617; PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outcome VALUES (7, ?1, '\"e1\"', NULL, ?2, 200, 1, NULL, 't', 't', 't')",
+                rusqlite::params![&a.0[..], &body_hash(b"x")[..]],
+            )
+            .unwrap();
+        }
+        let state = State::open(Some(&path)).await.unwrap();
+        assert_eq!(
+            state.lookup(a).await.entry().await,
+            Some(Entry {
+                row: Row(7),
+                stored: Some(outcome(200, b"x"))
+            })
+        );
+        let entry = state.lookup(b).await.entry().await.unwrap();
+        assert_eq!(
+            entry,
+            Entry {
+                row: Row(8),
+                stored: None
+            }
+        );
+        state
+            .insert(b, entry.row, outcome(200, b"y"), "t".into())
+            .await;
+        assert_eq!(
+            state.lookup(b).await.entry().await.unwrap().stored,
+            Some(outcome(200, b"y"))
+        );
+        state.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (version, indexes): (i32, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT count(*) FROM pragma_index_list('outcome'))",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, indexes), (3, 1));
     }
 
     #[tokio::test]

@@ -13,27 +13,33 @@ use std::path::Path;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Statement, params};
 
-use super::{Found, Key, Row, Stored};
+use super::{Entry, Key, Row, Stored};
 
 /// `PRAGMA application_id` of a fetchall state ("fa11" in ASCII).
 const APP_ID: i32 = 0x6661_3131;
 /// The schema this fetchall writes and reads.
-const SCHEMA: i32 = 2;
+const SCHEMA: i32 = 3;
 /// SQLite's page cache, in KiB (its default is 2 MiB): part of the run's memory.
 const CACHE_KIB: u32 = 16 * 1024;
+/// The page cache while the keys' index is built ([`INDEX_KEYS`]), in KiB: SQLite's sorter
+/// takes as much memory again as the cache, so the cache is cut for the build (which reads the
+/// table once, in order) and given back after it.
+const SORT_CACHE_KIB: u32 = 4 * 1024;
 /// The write-ahead log is copied into the file once it holds this many pages (64 MiB of 4 KiB
 /// pages; SQLite's default is 1000). Disk space, not memory.
 const CHECKPOINT_PAGES: u32 = 16 * 1024;
 
-/// The table, schema 2. Rows are numbered in the order keys were first seen (about the
-/// input's order), and the key (a hash, so in no useful order) finds its row through an index.
-/// A round goes through its input in the same order again, so the writes of one transaction
-/// land on a few pages in sequence rather than one page each all over the file; and a write
-/// names the row its lookup found, so it needs no second search by key.
+/// The table, schema 3. Rows are numbered in the order keys were first seen (about the
+/// input's order), and the key (a hash, so in no useful order) finds its row through an index
+/// ([`INDEX_KEYS`]). A round goes through its input in the same order again, so the writes of
+/// one transaction land on a few pages in sequence rather than one page each all over the
+/// file; a lookup first tries the row after the one it last found (see
+/// [`Statements::entry`]), and a write names the row its lookup answered, so neither searches
+/// the index while the input keeps its order.
 const CREATE: &str = "
 CREATE TABLE outcome (
     id INTEGER PRIMARY KEY,
-    key BLOB NOT NULL UNIQUE,
+    key BLOB NOT NULL,
     etag TEXT,
     last_modified TEXT,
     body_sha256 BLOB,
@@ -46,13 +52,34 @@ CREATE TABLE outcome (
 );
 ";
 
+/// The keys' index. A new file gets it at the end of its first round, built in one sorted
+/// pass: added key by key, each of a million new keys changed a page of it somewhere, and
+/// every transaction wrote most of the index to the log again. Until it exists every key is
+/// new (the file had no rows), so no lookup needs it. Schema 2 had it as the table's `UNIQUE`
+/// constraint, which serves the same (see [`KEYS_INDEXED`]).
+const INDEX_KEYS: &str = "CREATE UNIQUE INDEX outcome_key ON outcome (key)";
+
+/// Whether the keys have their unique index (this schema's, or schema 2's `UNIQUE`).
+const KEYS_INDEXED: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM pragma_index_list('outcome') AS l
+    WHERE l.\"unique\" AND (SELECT group_concat(name) FROM pragma_index_info(l.name)) = 'key'
+)
+";
+
+/// Two lines asking the same thing in a new file's first round were both new, and both
+/// written: the first one's row stays (it was seen first), before the index is built.
+const DROP_REPEATED_KEYS: &str = "
+DELETE FROM outcome WHERE id NOT IN (SELECT min(id) FROM outcome GROUP BY key)
+";
+
 /// Schema 1 kept the rows in key order (`key` was the primary key, `WITHOUT ROWID`) and whole
-/// sha256s as keys. Its table is set aside, schema 2's created ([`CREATE`]), and its rows moved
-/// over by [`FROM_SCHEMA_1`].
+/// sha256s as keys. Its table is set aside, this schema's created ([`CREATE`]), its rows
+/// moved over by [`FROM_SCHEMA_1`] and the keys indexed.
 const SET_SCHEMA_1_ASIDE: &str = "ALTER TABLE outcome RENAME TO outcome_schema_1;";
 
-/// Schema 1's rows into schema 2's table, in the order they were first seen, each key cut to
-/// the 16 bytes schema 2 keeps (see `Key`).
+/// Schema 1's rows into this schema's table, in the order they were first seen, each key cut
+/// to the 16 bytes kept now (see `Key`).
 const FROM_SCHEMA_1: &str = "
 INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
@@ -62,11 +89,20 @@ FROM outcome_schema_1 ORDER BY first_seen, key;
 DROP TABLE outcome_schema_1;
 ";
 
-/// A key not found by its lookup (or written twice in one round: two lines asking the same).
-const UPSERT: &str = "
-INSERT INTO outcome (key, etag, last_modified, body_sha256, status, ok, error_kind,
+/// A new key's first outcome, in the row its lookup numbered, in a new file's first round
+/// (before its keys are indexed).
+const INSERT: &str = "
+INSERT INTO outcome (id, key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+";
+
+/// A new key's first outcome once the keys are indexed. The key may have been written since
+/// its lookup (two lines asking the same in one round): then that row takes the outcome.
+const UPSERT: &str = "
+INSERT INTO outcome (id, key, etag, last_modified, body_sha256, status, ok, error_kind,
+                     first_seen, last_fetched, last_changed)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
 ON CONFLICT (key) DO UPDATE SET
     etag = excluded.etag,
     last_modified = excluded.last_modified,
@@ -75,10 +111,11 @@ ON CONFLICT (key) DO UPDATE SET
     ok = excluded.ok,
     error_kind = excluded.error_kind,
     last_fetched = excluded.last_fetched,
-    last_changed = CASE WHEN ?9 THEN excluded.last_changed ELSE outcome.last_changed END
+    last_changed = excluded.last_changed
 ";
 
-/// A new outcome in the row its lookup found.
+/// A new outcome in the row its lookup found. It changes no key, so SQLite leaves the keys'
+/// index alone.
 const UPDATE: &str = "
 UPDATE outcome SET
     etag = ?2,
@@ -95,22 +132,40 @@ WHERE id = ?1
 /// A fetch that left the stored outcome as it was moves only its time.
 const TOUCH: &str = "UPDATE outcome SET last_fetched = ?2 WHERE id = ?1";
 
+/// A key's outcome, through the keys' index.
 const SELECT: &str = "
-SELECT id, etag, last_modified, body_sha256, status, ok, error_kind FROM outcome WHERE key = ?1
+SELECT id, etag, last_modified, body_sha256, status, ok, error_kind, key FROM outcome
+WHERE key = ?1
+";
+
+/// The outcome in one row, whatever its key: [`Statements::entry`]'s guess.
+const SELECT_ROW: &str = "
+SELECT id, etag, last_modified, body_sha256, status, ok, error_kind, key FROM outcome
+WHERE id = ?1
 ";
 
 pub(super) struct Store {
     conn: Connection,
+    /// The keys have no index yet (a file without rows: see [`INDEX_KEYS`]).
+    unindexed: bool,
 }
 
 /// The statements that read and write outcomes, prepared once for the state thread's life
 /// (a statement looked up in rusqlite's cache by its text for every message cost about a
 /// sixth of the thread's instructions).
 pub(super) struct Statements<'c> {
+    conn: &'c Connection,
     select: Statement<'c>,
-    upsert: Statement<'c>,
+    select_row: Statement<'c>,
+    insert: Statement<'c>,
+    /// Prepared once the keys are indexed: its conflict is on their index.
+    upsert: Option<Statement<'c>>,
     update: Statement<'c>,
     touch: Statement<'c>,
+    /// The row after the one the last lookup found: the next lookup's guess.
+    next: Option<i64>,
+    /// The row the next new key gets: after every row there is and every row numbered.
+    new_row: i64,
 }
 
 impl Store {
@@ -129,27 +184,32 @@ impl Store {
             .map_err(|e| describe(&e))?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| describe(&e))?;
-        if let Err(e) = Self::check_or_create(&conn) {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
+        let unindexed = match Self::check_or_create(&conn) {
+            Ok(unindexed) => unindexed,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         conn.execute_batch("COMMIT").map_err(|e| describe(&e))?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .map_err(|e| describe(&e))?;
         conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(|e| describe(&e))?;
-        // Lookups go through the key's index, whose pages are hit in no order: a bigger page
-        // cache keeps more of them between transactions (fewer reads), and checkpoints made
-        // seldom write a page changed many times once and sync the file less often.
+        // Lookups whose guess misses go through the keys' index, whose pages are hit in no
+        // order: a bigger page cache keeps more of them between transactions (fewer reads),
+        // and checkpoints made seldom write a page changed many times once and sync the file
+        // less often.
         conn.execute_batch(&format!(
             "PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
         ))
         .map_err(|e| describe(&e))?;
-        Ok(Store { conn })
+        Ok(Store { conn, unindexed })
     }
 
-    /// Inside the opening transaction: an empty file gets the schema; any other must be ours.
-    fn check_or_create(conn: &Connection) -> Result<(), String> {
+    /// Inside the opening transaction: an empty file gets the schema; any other must be ours,
+    /// and is brought to this schema. Whether the keys are left unindexed (no rows yet).
+    fn check_or_create(conn: &Connection) -> Result<bool, String> {
         let pragma = |name: &str| -> Result<i32, String> {
             conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
                 .map_err(|e| describe(&e))
@@ -164,7 +224,7 @@ impl Store {
                 "PRAGMA application_id = {APP_ID}; PRAGMA user_version = {SCHEMA};"
             ))
             .map_err(|e| describe(&e))?;
-            return Ok(());
+            return Ok(true);
         }
         if app != APP_ID {
             return Err(
@@ -190,10 +250,16 @@ impl Store {
                 )),
             })?;
         if version < SCHEMA {
-            // In the opening transaction: a failed upgrade leaves the file as it was.
-            conn.execute_batch(SET_SCHEMA_1_ASIDE)
-                .and_then(|()| conn.execute_batch(CREATE))
-                .and_then(|()| conn.execute_batch(FROM_SCHEMA_1))
+            // In the opening transaction: a failed upgrade leaves the file as it was. Schema
+            // 2 differs only in where its keys' index comes from.
+            let moved = if version < 2 {
+                conn.execute_batch(SET_SCHEMA_1_ASIDE)
+                    .and_then(|()| conn.execute_batch(CREATE))
+                    .and_then(|()| conn.execute_batch(FROM_SCHEMA_1))
+            } else {
+                Ok(())
+            };
+            moved
                 .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA};")))
                 .map_err(|e| {
                     format!(
@@ -203,7 +269,24 @@ impl Store {
                 })?;
             tracing::info!("state: upgraded from schema {version} to {SCHEMA}");
         }
-        Ok(())
+        let indexed: bool = conn
+            .query_row(KEYS_INDEXED, [], |r| r.get(0))
+            .map_err(|e| describe(&e))?;
+        if indexed {
+            return Ok(false);
+        }
+        let empty: bool = conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM outcome)", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| describe(&e))?;
+        if empty {
+            return Ok(true);
+        }
+        // Rows without an index: a first run that was stopped before the end of its round
+        // (killed, or its machine went down).
+        index_keys(conn).map_err(|e| format!("cannot index the keys: {}", describe(&e)))?;
+        Ok(false)
     }
 
     pub(super) fn begin(&self) -> Result<(), String> {
@@ -217,10 +300,23 @@ impl Store {
     pub(super) fn statements(&self) -> Result<Statements<'_>, String> {
         let prepare = |sql| self.conn.prepare(sql).map_err(|e| describe(&e));
         Ok(Statements {
+            conn: &self.conn,
             select: prepare(SELECT)?,
-            upsert: prepare(UPSERT)?,
+            select_row: prepare(SELECT_ROW)?,
+            insert: prepare(INSERT)?,
+            upsert: match self.unindexed {
+                true => None,
+                false => Some(prepare(UPSERT)?),
+            },
             update: prepare(UPDATE)?,
             touch: prepare(TOUCH)?,
+            next: None,
+            new_row: self
+                .conn
+                .query_row("SELECT coalesce(max(id), 0) + 1 FROM outcome", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| describe(&e))?,
         })
     }
 
@@ -230,42 +326,99 @@ impl Store {
     }
 }
 
+/// Build the keys' unique index, first dropping the rows of keys written twice (see
+/// [`DROP_REPEATED_KEYS`]) if there are any.
+fn index_keys(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("PRAGMA cache_size = -{SORT_CACHE_KIB}"))?;
+    let built = match conn.execute_batch(INDEX_KEYS) {
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => conn
+            .execute_batch(DROP_REPEATED_KEYS)
+            .and_then(|()| conn.execute_batch(INDEX_KEYS)),
+        built => built,
+    };
+    conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
+    built
+}
+
 impl Statements<'_> {
-    pub(super) fn get(&mut self, key: &Key) -> Result<Option<Found>, String> {
+    /// Whether the keys are still unindexed: every key is new.
+    pub(super) fn unindexed(&self) -> bool {
+        self.upsert.is_none()
+    }
+
+    /// Index the keys (in the open transaction), if they are not yet: from here on a lookup
+    /// can find what the round wrote.
+    pub(super) fn index_keys(&mut self) -> Result<(), String> {
+        if !self.unindexed() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        index_keys(self.conn).map_err(|e| format!("cannot index the keys: {}", describe(&e)))?;
+        self.upsert = Some(self.conn.prepare(UPSERT).map_err(|e| describe(&e))?);
+        tracing::debug!(
+            "state: the keys of {} rows indexed in {}",
+            self.new_row - 1,
+            crate::units::HumanDuration(started.elapsed())
+        );
+        Ok(())
+    }
+
+    /// Where `key` is and what is stored for it. A round asks for its keys in the order the
+    /// last round did, which is about the order of the rows: the row after the last one found
+    /// is tried first, and the index (whose pages, at a million keys, mostly miss SQLite's
+    /// cache) is searched only when that row holds another key. A new key gets the next row.
+    pub(super) fn entry(&mut self, key: &Key) -> Result<Entry, String> {
+        let found = match self.unindexed() {
+            true => None,
+            false => self.find(key)?,
+        };
+        Ok(match found {
+            Some(found) => {
+                self.next = Some(found.row.0 + 1);
+                found
+            }
+            None => {
+                self.new_row += 1;
+                Entry {
+                    row: Row(self.new_row - 1),
+                    stored: None,
+                }
+            }
+        })
+    }
+
+    fn find(&mut self, key: &Key) -> Result<Option<Entry>, String> {
+        if let Some(id) = self.next
+            && let Some(found) = self
+                .select_row
+                .query_row(params![id], |r| read(r, key))
+                .optional()
+                .map_err(|e| describe(&e))?
+                .flatten()
+        {
+            return Ok(Some(found));
+        }
         self.select
-            .query_row(params![&key.0[..]], |r| {
-                let hash: Option<&[u8]> = r.get_ref(3)?.as_blob_or_null()?;
-                Ok(Found {
-                    row: Row(r.get(0)?),
-                    stored: Stored {
-                        etag: r.get(1)?,
-                        last_modified: r.get(2)?,
-                        body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
-                        status: r.get(4)?,
-                        ok: r.get(5)?,
-                        error_kind: r.get(6)?,
-                    },
-                })
-            })
+            .query_row(params![&key.0[..]], |r| read(r, key))
             .optional()
+            .map(Option::flatten)
             .map_err(|e| describe(&e))
     }
 
-    pub(super) fn put(
+    pub(super) fn insert(
         &mut self,
         key: &Key,
-        row: Option<Row>,
+        Row(id): Row,
         outcome: &Stored,
-        changed: bool,
         at: &str,
     ) -> Result<(), String> {
-        let key = &key.0[..];
-        let (stmt, id): (_, &dyn rusqlite::ToSql) = match &row {
-            Some(Row(id)) => (&mut self.update, id),
-            None => (&mut self.upsert, &key),
+        let stmt = match &mut self.upsert {
+            Some(upsert) => upsert,
+            None => &mut self.insert,
         };
         stmt.execute(params![
             id,
+            &key.0[..],
             outcome.etag,
             outcome.last_modified,
             outcome.body_sha256.as_ref().map(|h| &h[..]),
@@ -273,10 +426,32 @@ impl Statements<'_> {
             outcome.ok,
             outcome.error_kind,
             at,
-            changed,
         ])
         .map(drop)
         .map_err(|e| describe(&e))
+    }
+
+    pub(super) fn update(
+        &mut self,
+        Row(id): Row,
+        outcome: &Stored,
+        changed: bool,
+        at: &str,
+    ) -> Result<(), String> {
+        self.update
+            .execute(params![
+                id,
+                outcome.etag,
+                outcome.last_modified,
+                outcome.body_sha256.as_ref().map(|h| &h[..]),
+                outcome.status,
+                outcome.ok,
+                outcome.error_kind,
+                at,
+                changed,
+            ])
+            .map(drop)
+            .map_err(|e| describe(&e))
     }
 
     pub(super) fn touch(&mut self, Row(id): Row, at: &str) -> Result<(), String> {
@@ -285,6 +460,26 @@ impl Statements<'_> {
             .map(drop)
             .map_err(|e| describe(&e))
     }
+}
+
+/// A row of [`SELECT`] or [`SELECT_ROW`] as what a lookup of `key` found; `None` when the row
+/// holds another key.
+fn read(r: &rusqlite::Row<'_>, key: &Key) -> rusqlite::Result<Option<Entry>> {
+    if r.get_ref(7)?.as_blob()? != &key.0[..] {
+        return Ok(None);
+    }
+    let hash: Option<&[u8]> = r.get_ref(3)?.as_blob_or_null()?;
+    Ok(Some(Entry {
+        row: Row(r.get(0)?),
+        stored: Some(Stored {
+            etag: r.get(1)?,
+            last_modified: r.get(2)?,
+            body_sha256: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
+            status: r.get(4)?,
+            ok: r.get(5)?,
+            error_kind: r.get(6)?,
+        }),
+    }))
 }
 
 /// A non-empty file must start like an SQLite database before SQLite is let near it.
