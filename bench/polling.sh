@@ -121,6 +121,9 @@ sample() {
 measure() {
     local name=$1; shift
     : > "$work/$name.samples"
+    # Every run writes hundreds of MB (records, state): flushed now, so that no run pays for
+    # the writeback of the one before it.
+    sync
     local start end
     start=$(date +%s.%N)
     /usr/bin/time -f %M -o "$work/$name.maxrss" "$bin" -q "$@" -o "$work/$name.jsonl" &
