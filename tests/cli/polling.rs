@@ -311,6 +311,40 @@ fn two_invocations_like_cron_share_the_state() {
 }
 
 /// Read records from a running fetchall's stdout as they come.
+/// A new state file's first round writes its rows without the key index and builds it when
+/// the round ends: a line given twice is new both times there, and then one entry, found by
+/// both copies in the next run.
+#[test]
+fn a_line_twice_in_a_new_states_first_run_is_one_entry_after_it() {
+    let server = Watch::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("watch.db");
+    let urls = dir.path().join("urls.txt");
+    let list = server.urls("r", 3);
+    let first_line = list.lines().next().unwrap().to_owned();
+    std::fs::write(&urls, format!("{list}{first_line}\n")).unwrap();
+    let args = ["--state", state.to_str().unwrap(), urls.to_str().unwrap()];
+    let first = run(&args, "");
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(per_round(&records(&first.stdout)), vec![(4, 4, 0)]);
+
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let (rows, indexes): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM outcome),
+                    (SELECT count(*) FROM pragma_index_list('outcome') WHERE \"unique\")",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, indexes), (3, 1));
+    drop(conn);
+
+    let second = run(&args, "");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(per_round(&records(&second.stdout)), vec![(4, 0, 4)]);
+}
+
 fn spawn(args: &[&str], stdin: Stdio) -> (Child, std::sync::mpsc::Receiver<Value>) {
     let mut child = fetchall()
         .args(args)
