@@ -90,11 +90,12 @@ DROP TABLE outcome_schema_1;
 ";
 
 /// A new key's first outcome, in the row its lookup numbered, in a new file's first round
-/// (before its keys are indexed).
+/// (before its keys are indexed). Its parameters are [`UPDATE`]'s, with the key last (see
+/// [`write`]).
 const INSERT: &str = "
 INSERT INTO outcome (id, key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+VALUES (?1, ?9, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)
 ";
 
 /// A new key's first outcome once the keys are indexed. The key may have been written since
@@ -102,7 +103,7 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
 const UPSERT: &str = "
 INSERT INTO outcome (id, key, etag, last_modified, body_sha256, status, ok, error_kind,
                      first_seen, last_fetched, last_changed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+VALUES (?1, ?9, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)
 ON CONFLICT (key) DO UPDATE SET
     etag = excluded.etag,
     last_modified = excluded.last_modified,
@@ -416,19 +417,7 @@ impl Statements<'_> {
             Some(upsert) => upsert,
             None => &mut self.insert,
         };
-        stmt.execute(params![
-            id,
-            &key.0[..],
-            outcome.etag,
-            outcome.last_modified,
-            outcome.body_sha256.as_ref().map(|h| &h[..]),
-            outcome.status,
-            outcome.ok,
-            outcome.error_kind,
-            at,
-        ])
-        .map(drop)
-        .map_err(|e| describe(&e))
+        write(stmt, id, outcome, at, &&key.0[..])
     }
 
     pub(super) fn update(
@@ -438,20 +427,7 @@ impl Statements<'_> {
         changed: bool,
         at: &str,
     ) -> Result<(), String> {
-        self.update
-            .execute(params![
-                id,
-                outcome.etag,
-                outcome.last_modified,
-                outcome.body_sha256.as_ref().map(|h| &h[..]),
-                outcome.status,
-                outcome.ok,
-                outcome.error_kind,
-                at,
-                changed,
-            ])
-            .map(drop)
-            .map_err(|e| describe(&e))
+        write(&mut self.update, id, outcome, at, &changed)
     }
 
     pub(super) fn touch(&mut self, Row(id): Row, at: &str) -> Result<(), String> {
@@ -460,6 +436,31 @@ impl Statements<'_> {
             .map(drop)
             .map_err(|e| describe(&e))
     }
+}
+
+/// Run a write of `outcome` in row `id`, fetched `at`: [`INSERT`], [`UPSERT`] and [`UPDATE`]
+/// share their first eight parameters, and `last` is the ninth (the key of an insert; for an
+/// update, whether it is a change).
+fn write(
+    stmt: &mut Statement<'_>,
+    id: i64,
+    outcome: &Stored,
+    at: &str,
+    last: &dyn rusqlite::ToSql,
+) -> Result<(), String> {
+    stmt.execute(params![
+        id,
+        outcome.etag,
+        outcome.last_modified,
+        outcome.body_sha256.as_ref().map(|h| &h[..]),
+        outcome.status,
+        outcome.ok,
+        outcome.error_kind,
+        at,
+        last,
+    ])
+    .map(drop)
+    .map_err(|e| describe(&e))
 }
 
 /// A row of [`SELECT`] or [`SELECT_ROW`] as what a lookup of `key` found; `None` when the row

@@ -310,7 +310,6 @@ fn two_invocations_like_cron_share_the_state() {
     assert_eq!(fetched, at);
 }
 
-/// Read records from a running fetchall's stdout as they come.
 /// A new state file's first round writes its rows without the key index and builds it when
 /// the round ends: a line given twice is new both times there, and then one entry, found by
 /// both copies in the next run.
@@ -345,6 +344,7 @@ fn a_line_twice_in_a_new_states_first_run_is_one_entry_after_it() {
     assert_eq!(per_round(&records(&second.stdout)), vec![(4, 0, 4)]);
 }
 
+/// Read records from a running fetchall's stdout as they come.
 fn spawn(args: &[&str], stdin: Stdio) -> (Child, std::sync::mpsc::Receiver<Value>) {
     let mut child = fetchall()
         .args(args)
