@@ -434,6 +434,13 @@ mod tests {
             ..Settings::default()
         };
         settings.retry.retries = 0;
+        // A file with a row: a new one's first round is answered without the thread.
+        let state = State::open(settings.state.as_deref()).await.unwrap();
+        let key = crate::state::Key::of_invalid("another line");
+        let entry = state.lookup(key).await.entry().await.unwrap();
+        let outcome = crate::state::Stored::default();
+        state.insert(key, entry.row, outcome, "t0".into()).await;
+        state.close().await.unwrap();
         let state = State::open(settings.state.as_deref()).await.unwrap();
         let release = state.hold().await;
         let urls = "http://127.0.0.1:1/a\nhttp://127.0.0.1:1/b\nhttp://127.0.0.1:1/c\n";

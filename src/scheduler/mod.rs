@@ -271,12 +271,16 @@ impl Dispatcher {
             held,
         }) = staged.recv().await
         {
-            // Not started when the run stops: no record, like a line not read yet.
-            let entry = tokio::select! {
-                biased;
-                () = self.ctx.stop.cancelled() => return,
-                () = self.records.closed() => return,
-                entry = pending.entry() => entry,
+            // Not started when the run stops: no record, like a line not read yet (a job
+            // whose answer is in already finds out in its task, before the gate admits it).
+            let entry = match pending.answered() {
+                Ok(entry) => entry,
+                Err(pending) => tokio::select! {
+                    biased;
+                    () = self.ctx.stop.cancelled() => return,
+                    () = self.records.closed() => return,
+                    entry = pending.entry() => entry,
+                },
             };
             job.polled = Some(Polled {
                 round: self.round.index,
@@ -390,7 +394,7 @@ impl Dispatcher {
             return Step::Stop;
         };
         let host = host.unwrap_or_else(|| HostKey::of(&request.url));
-        let job = Job {
+        let mut job = Job {
             seq: line.seq,
             line: line.line,
             request,
@@ -406,16 +410,29 @@ impl Dispatcher {
             (Some(state), Some(staged)) => {
                 // Asked now, in input order; the job enters the gate once it is answered.
                 let key = Key::of(&job.request);
-                let pending = state.lookup(key).await;
-                let staged_job = Staged {
-                    job,
-                    key,
-                    pending,
-                    held,
-                };
-                // Gone only when the stage has ended: the run is stopping.
-                if staged.send(staged_job).is_err() {
-                    return Step::Stop;
+                match state.lookup(key).await.now() {
+                    // A new state file's first round: every answer comes at once, so no job
+                    // of the round waits in the stage, and this one passes none.
+                    Ok(entry) => {
+                        job.polled = Some(Polled {
+                            round: self.round.index,
+                            key,
+                            entry: Some(entry),
+                        });
+                        self.start(job, held);
+                    }
+                    Err(pending) => {
+                        let staged_job = Staged {
+                            job,
+                            key,
+                            pending,
+                            held,
+                        };
+                        // Gone only when the stage has ended: the run is stopping.
+                        if staged.send(staged_job).is_err() {
+                            return Step::Stop;
+                        }
+                    }
                 }
             }
             _ => self.start(job, held),

@@ -13,6 +13,7 @@
 mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -150,18 +151,55 @@ pub(crate) struct State {
     path: PathBuf,
     /// The directory of a temporary state (polling without `--state`), removed at the end.
     _temp: Option<tempfile::TempDir>,
+    /// While a new file's first round runs, the row the next lookup numbers; 0 from then on.
+    /// The file had no rows, so every key is new and [`State::lookup`] answers at once, here:
+    /// the thread gets no lookups, and nothing waits for its answers.
+    fresh_row: AtomicI64,
 }
 
-/// A lookup on its way: await [`Pending::entry`] for its answer.
-pub(crate) struct Pending(Option<oneshot::Receiver<Entry>>);
+/// A lookup's answer: at once (see [`Pending::now`]), or on its way from the state thread
+/// (await [`Pending::entry`]).
+pub(crate) struct Pending(Answer);
+
+enum Answer {
+    Now(Entry),
+    Asked(oneshot::Receiver<Entry>),
+    /// The state thread has stopped (it reports why at the close).
+    Stopped,
+}
 
 impl Pending {
     /// The key's place in the store; `None` when the state thread has stopped (it reports
     /// why at the close), and nothing is remembered.
     pub(crate) async fn entry(self) -> Option<Entry> {
         match self.0 {
-            Some(rx) => rx.await.ok(),
-            None => None,
+            Answer::Now(entry) => Some(entry),
+            Answer::Asked(rx) => rx.await.ok(),
+            Answer::Stopped => None,
+        }
+    }
+
+    /// The answer if it came with the lookup, as all of a new file's first round's do (and
+    /// none of a later round's); otherwise the lookup, still to be awaited.
+    pub(crate) fn now(self) -> Result<Entry, Pending> {
+        match self.0 {
+            Answer::Now(entry) => Ok(entry),
+            answer => Err(Pending(answer)),
+        }
+    }
+
+    /// What [`Pending::entry`] would give, if it has come already; otherwise the lookup,
+    /// still to be awaited. (The state thread answers many lookups at a time, so most of a
+    /// busy round's have, by the time their jobs are looked at.)
+    pub(crate) fn answered(self) -> Result<Option<Entry>, Pending> {
+        match self.0 {
+            Answer::Now(entry) => Ok(Some(entry)),
+            Answer::Asked(mut rx) => match rx.try_recv() {
+                Ok(entry) => Ok(Some(entry)),
+                Err(oneshot::error::TryRecvError::Closed) => Ok(None),
+                Err(oneshot::error::TryRecvError::Empty) => Err(Pending(Answer::Asked(rx))),
+            },
+            Answer::Stopped => Ok(None),
         }
     }
 }
@@ -190,7 +228,7 @@ impl State {
             .spawn(move || {
                 let store = match store::Store::open(&thread_path) {
                     Ok(store) => {
-                        let _ = opened_tx.send(Ok(()));
+                        let _ = opened_tx.send(Ok(store.unindexed()));
                         store
                     }
                     Err(e) => {
@@ -203,10 +241,11 @@ impl State {
             .map_err(|e| Error::State(format!("cannot start the state thread: {e}")))?;
         let shown = path.display().to_string();
         match opened_rx.await {
-            Ok(Ok(())) => Ok(State {
+            Ok(Ok(fresh)) => Ok(State {
                 tx,
                 path,
                 _temp: temp,
+                fresh_row: AtomicI64::new(i64::from(fresh)),
             }),
             Ok(Err(e)) => Err(Error::State(format!("--state {shown}: {e}"))),
             Err(_) => Err(Error::State(format!(
@@ -225,12 +264,24 @@ impl State {
     }
 
     /// Ask what is stored for `key`; the answer comes while the caller does something else
-    /// (waits for its turn at the gate).
+    /// (waits for its turn at the gate). In a new file's first round it comes at once: every
+    /// key is new, and gets the next row in the order asked.
     pub(crate) async fn lookup(&self, key: Key) -> Pending {
+        let numbered = self
+            .fresh_row
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |row| {
+                (row > 0).then_some(row + 1)
+            });
+        if let Ok(row) = numbered {
+            return Pending(Answer::Now(Entry {
+                row: Row(row),
+                stored: None,
+            }));
+        }
         let (tx, rx) = oneshot::channel();
         match self.tx.send(Msg::Lookup(key, tx)).await {
-            Ok(()) => Pending(Some(rx)),
-            Err(_) => Pending(None),
+            Ok(()) => Pending(Answer::Asked(rx)),
+            Err(_) => Pending(Answer::Stopped),
         }
     }
 
@@ -264,6 +315,8 @@ impl State {
     /// without an index (every key is new), and the index is built now, in one pass, so that
     /// the next round's lookups find them; otherwise nothing happens.
     pub(crate) async fn round_ended(&self) {
+        // From the next round on, the thread answers (once it has indexed the keys).
+        self.fresh_row.store(0, Ordering::Relaxed);
         let _ = self.tx.send(Msg::RoundEnded).await;
     }
 
@@ -612,6 +665,46 @@ mod tests {
     /// Rows are numbered by the lookups, in their order; a key asked twice in the first round
     /// is new both times and keeps its first row; after the round every key is found, in any
     /// order (a lookup whose guess, the next row, is wrong searches the index).
+    #[tokio::test]
+    async fn a_new_files_first_round_is_answered_without_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(Some(&dir.path().join("s.db"))).await.unwrap();
+        // Nothing the thread is asked after this is answered until `release` is dropped.
+        let release = state.hold().await;
+        let (a, b) = (Key::of_invalid("a"), Key::of_invalid("b"));
+        let mut rows = Vec::new();
+        for (key, body) in [(a, b"a"), (b, b"b"), (a, b"A")] {
+            let entry = match state.lookup(key).await.now() {
+                Ok(entry) => entry,
+                Err(_) => panic!("a new file's lookup waited for the thread"),
+            };
+            assert_eq!(entry.stored, None);
+            rows.push(entry.row);
+            state
+                .insert(key, entry.row, outcome(200, body), "t0".into())
+                .await;
+        }
+        assert_eq!(rows, [Row(1), Row(2), Row(3)]);
+        state.round_ended().await;
+        // The next round asks the thread, which has the round's outcomes (the first of a key
+        // asked twice) once it goes on.
+        let Err(pending) = state.lookup(a).await.answered() else {
+            panic!("a second round's lookup was answered without the thread");
+        };
+        drop(release);
+        assert_eq!(
+            pending.entry().await,
+            Some(Entry {
+                row: Row(1),
+                stored: Some(outcome(200, b"a"))
+            })
+        );
+        // A key new in the second round gets a row after every row the first one numbered.
+        let c = Key::of_invalid("c");
+        assert_eq!(state.lookup(c).await.entry().await.unwrap().row, Row(4));
+        state.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_new_files_keys_are_indexed_when_its_first_round_ends() {
         let dir = tempfile::tempdir().unwrap();

@@ -290,6 +290,11 @@ impl Store {
         Ok(false)
     }
 
+    /// Whether the keys have no index yet: the file had no rows when it was opened.
+    pub(super) fn unindexed(&self) -> bool {
+        self.unindexed
+    }
+
     pub(super) fn begin(&self) -> Result<(), String> {
         self.conn.execute_batch("BEGIN").map_err(|e| describe(&e))
     }
@@ -413,6 +418,8 @@ impl Statements<'_> {
         outcome: &Stored,
         at: &str,
     ) -> Result<(), String> {
+        // A new file's first round numbers its rows without the thread (see `State::lookup`).
+        self.new_row = self.new_row.max(id + 1);
         let stmt = match &mut self.upsert {
             Some(upsert) => upsert,
             None => &mut self.insert,
