@@ -5,7 +5,11 @@
 #  1. Scale: POLL_N URLs (default 1,000,000), 3 rounds with --state in one process: peak RSS
 #     per round and the share of 304s in rounds 2 and 3. Then records/s of three single runs
 #     with --state (a new state file, then warm twice), each between two plain runs (no state,
-#     same URLs, same concurrency) and compared with their mean.
+#     same URLs, same concurrency) and compared with their mean. On a virtual machine the host
+#     takes CPU time away ("steal", /proc/stat) in spells of seconds to minutes, and a run
+#     that lost a fifth of its time to it measures the host, not fetchall: each measured
+#     run's steal is reported, and a triple (plain, --state, plain) in which any run lost
+#     more than STEAL_MAX (default 2%) is made again, up to TRIES times (default 3).
 #  2. Soak: --every 1s over 1,000 URLs for SOAK_SECONDS (default 600): RSS and open file
 #     descriptors over the first and the last minute, and the drift of round start times from
 #     the schedule.
@@ -17,6 +21,7 @@
 #   POLL_N=100000 SOAK_SECONDS=120 bench/polling.sh       reduced scale
 #   PARTS="3" bench/polling.sh                            only the parts listed (of 1 2 3)
 #   FETCHALL_BIN=/path/to/fetchall bench/polling.sh       that binary instead of a release build
+#   TRIES=1 bench/polling.sh                              each throughput triple once, steal or not
 #
 # Needs nginx (Debian: apt-get install -y nginx-light), python3 and /usr/bin/time. Everything
 # runs on 127.0.0.1; nginx is started on a free port with a generated config and stopped at
@@ -28,6 +33,8 @@ POLL_N=${POLL_N:-1000000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 CONCURRENCY=${CONCURRENCY:-64}
 PARTS=${PARTS:-1 2 3}
+TRIES=${TRIES:-3}
+STEAL_MAX=${STEAL_MAX:-0.02}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 FILES=1000
 
@@ -105,26 +112,32 @@ for i in range(n):
     out.write(f"{base}/f/{i % files}.json?i={i}\n")
 EOF
 
-# Sample a process's RSS (KiB) and open fds every 0.5 s: "epoch rss fds" lines.
+# The CPU time the host has taken from this machine so far (all CPUs, clock ticks).
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+
+# Sample a process's RSS (KiB), open fds and the host's steal so far every 0.5 s:
+# "epoch rss fds steal_ticks" lines.
 sample() {
     local pid=$1 out=$2
     while [ -e "/proc/$pid/status" ]; do
         rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
         fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
-        [ -n "$rss" ] && echo "$(date +%s.%N) $rss $fds" >> "$out"
+        [ -n "$rss" ] && echo "$(date +%s.%N) $rss $fds $(steal_ticks)" >> "$out"
         sleep 0.5
     done
 }
 
 # Run fetchall with ARGS, output to $work/$name.jsonl, samples to $work/$name.samples; the
-# wall time in seconds to $work/$name.wall and peak RSS (KiB, /usr/bin/time) to $work/$name.maxrss.
+# wall time in seconds to $work/$name.wall, peak RSS (KiB, /usr/bin/time) to $work/$name.maxrss
+# and the share of the machine's CPU time the host took meanwhile to $work/$name.steal.
 measure() {
     local name=$1; shift
     : > "$work/$name.samples"
     # Every run writes hundreds of MB (records, state): flushed now, so that no run pays for
     # the writeback of the one before it.
     sync
-    local start end
+    local start end steal0
+    steal0=$(steal_ticks)
     start=$(date +%s.%N)
     /usr/bin/time -f %M -o "$work/$name.maxrss" "$bin" -q "$@" -o "$work/$name.jsonl" &
     local tpid=$!
@@ -140,6 +153,16 @@ measure() {
     [ -n "$spid" ] && wait "$spid" 2>/dev/null || true
     end=$(date +%s.%N)
     python3 -c "print($end - $start)" > "$work/$name.wall"
+    python3 -c "print(($(steal_ticks) - $steal0) / $(getconf CLK_TCK) / $(nproc) / ($end - $start))" \
+        > "$work/$name.steal"
+}
+
+# Whether every run NAME... lost at most STEAL_MAX of its time to the host.
+quiet() {
+    local name
+    for name in "$@"; do
+        python3 -c "import sys; sys.exit(float(open('$work/$name.steal').read()) > $STEAL_MAX)" || return 1
+    done
 }
 
 if part 1; then
@@ -150,13 +173,17 @@ if part 1; then
     # Throughput: this machine's speed drifts by a fifth or more from one minute to the next,
     # so each run with --state (one round, as from cron) is made between two plain runs and
     # compared with their mean: a first run on a new state file, then two on the warm one.
-    measure plain0 -c "$CONCURRENCY" --body none "$work/urls.txt"
-    measure cold -c "$CONCURRENCY" --body none --state "$work/cold.db" "$work/urls.txt"
-    measure plain1 -c "$CONCURRENCY" --body none "$work/urls.txt"
-    measure warm1 -c "$CONCURRENCY" --body none --state "$work/cold.db" "$work/urls.txt"
-    measure plain2 -c "$CONCURRENCY" --body none "$work/urls.txt"
-    measure warm2 -c "$CONCURRENCY" --body none --state "$work/cold.db" "$work/urls.txt"
-    measure plain3 -c "$CONCURRENCY" --body none "$work/urls.txt"
+    # A triple with a run that lost more than STEAL_MAX to the host is made again (the first
+    # run's on a new file again), up to TRIES times; every try is reported.
+    for kind in cold warm1 warm2; do
+        for try in $(seq "$TRIES"); do
+            [ "$kind" = cold ] && rm -f "$work/cold.db" "$work/cold.db-wal" "$work/cold.db-shm"
+            measure "$kind.$try.before" -c "$CONCURRENCY" --body none "$work/urls.txt"
+            measure "$kind.$try" -c "$CONCURRENCY" --body none --state "$work/cold.db" "$work/urls.txt"
+            measure "$kind.$try.after" -c "$CONCURRENCY" --body none "$work/urls.txt"
+            quiet "$kind.$try.before" "$kind.$try" "$kind.$try.after" && break
+        done
+    done
 fi
 
 if part 2; then
@@ -177,10 +204,11 @@ for i in range(150): print(f'$base/logged/{i % $FILES}.json?i={i}')" > "$work/ra
     sleep 0.5
 fi
 
-python3 - "$work" "$POLL_N" "$SOAK_SECONDS" "$CONCURRENCY" "$PARTS" <<'EOF' | tee bench/results/polling.md
-import json, sys, datetime, bisect
+python3 - "$work" "$POLL_N" "$SOAK_SECONDS" "$CONCURRENCY" "$PARTS" "$TRIES" "$STEAL_MAX" <<'EOF' | tee bench/results/polling.md
+import json, os, sys, datetime, bisect
 work, n, soak_s, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 parts = sys.argv[5].split()
+tries, steal_max = int(sys.argv[6]), float(sys.argv[7])
 
 def at(s):
     return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
@@ -223,9 +251,12 @@ def samples(path):
     with open(path) as f:
         for line in f:
             p = line.split()
-            if len(p) == 3:
-                out.append((float(p[0]), int(p[1]), int(p[2])))
+            if len(p) == 4:
+                out.append((float(p[0]), int(p[1]), int(p[2]), int(p[3])))
     return out
+
+def steal(name):
+    return float(open(f"{work}/{name}.steal").read())
 
 def num(path):
     # /usr/bin/time puts "Command exited with non-zero status N" before the number.
@@ -261,20 +292,36 @@ if "1" in parts:
     print("Throughput against plain runs (no state, same URLs, same `-c`). This machine's speed "
           "drifts by a fifth or more from one minute to the next, so each run with `--state` "
           "(one round, as from cron) was made between two plain runs and is compared with "
-          "their mean.\n")
-    print("| run with --state | records/s | plain before / after | ratio to their mean | peak RSS |")
-    print("|---|---|---|---|---|")
-    ratios = []
-    for i, (name, what) in enumerate((("cold", "first run, new state file"),
-                                      ("warm1", "second run (304s)"),
-                                      ("warm2", "third run (304s)"))):
-        before, after = rate_of(f"plain{i}"), rate_of(f"plain{i + 1}")
-        rate = rate_of(name)
-        ratio = rate / ((before + after) / 2)
-        ratios.append(ratio)
-        print(f"| {what} | {rate:.0f} | {before:.0f} / {after:.0f} | **{100 * ratio:.0f}%** "
-              f"| {num(f'{work}/{name}.maxrss') / 1024:.1f} MB |")
-    print(f"\nTarget: within 15% of plain (at least 85%); lowest here {100 * min(ratios):.0f}%.\n")
+          "their mean. Most of the drift is the host taking CPU time from this virtual machine "
+          "(steal, from /proc/stat: the share of the machine's CPU time lost during the run); "
+          f"a triple with a run that lost more than {100 * steal_max:.0f}% was made again, up to "
+          f"{tries} times, and the last try counts.\n")
+    print("| run with --state | try | records/s | plain before / after | ratio to their mean "
+          "| steal (before / run / after) | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    counted = []
+    for kind, what in (("cold", "first run, new state file"),
+                       ("warm1", "second run (304s)"),
+                       ("warm2", "third run (304s)")):
+        done = [t for t in range(1, tries + 1) if os.path.exists(f"{work}/{kind}.{t}.after.wall")]
+        for t in done:
+            name = f"{kind}.{t}"
+            before, after = rate_of(f"{name}.before"), rate_of(f"{name}.after")
+            rate = rate_of(name)
+            ratio = rate / ((before + after) / 2)
+            lost = [steal(f"{name}.before"), steal(name), steal(f"{name}.after")]
+            last = t == done[-1]
+            if last:
+                counted.append((ratio, max(lost) <= steal_max))
+            mark = f"**{100 * ratio:.0f}%**" if last else f"{100 * ratio:.0f}% (not counted)"
+            print(f"| {what} | {t} | {rate:.0f} | {before:.0f} / {after:.0f} | {mark} "
+                  f"| {' / '.join(f'{100 * x:.1f}%' for x in lost)} "
+                  f"| {num(f'{work}/{name}.maxrss') / 1024:.1f} MB |")
+    noisy = sum(not q for _, q in counted)
+    print(f"\nTarget: within 15% of plain (at least 85%); lowest counted here "
+          f"{100 * min(r for r, _ in counted):.0f}%"
+          + (f" ({noisy} of the counted triples still lost more than {100 * steal_max:.0f}% "
+             "to the host)." if noisy else ".") + "\n")
 
 if "2" in parts:
     print(f"## 2. Soak: --every 1s over 1000 URLs for {soak_s} s\n")
@@ -283,10 +330,21 @@ if "2" in parts:
     starts = [r[k][0] for k in sorted(r)]
     first = starts[0]
     drift = [(t - first) - k for k, t in enumerate(starts)]  # k s apart on the schedule
-    late = [d for d in drift if d > 0.010]
+    late = [k for k, d in enumerate(drift) if d > 0.010]
     print(f"- rounds: {len(starts)}; round start drift from the schedule (first request of round k "
           f"vs round 0 + k s): median {sorted(drift)[len(drift) // 2] * 1000:.1f} ms, "
           f"max {max(drift) * 1000:.1f} ms; rounds later than 10 ms: {len(late)}")
+    print(f"- the host took {100 * steal('soak'):.1f}% of the machine's CPU time over the soak")
+    if s and late:
+        # The host's steal in the second before each late round's start (samples 0.5 s apart).
+        t_start = s[0][0] - 0.2  # sampling starts 0.2 s after the process
+        per_s = os.sysconf("SC_CLK_TCK") * os.cpu_count()
+        def steal_before(t):
+            w = [x for x in s if t - 1.0 <= x[0] <= t + 0.5]
+            return (w[-1][3] - w[0][3]) / per_s / (w[-1][0] - w[0][0]) if len(w) > 1 else 0.0
+        shares = [steal_before(t_start + starts[k]) for k in late]
+        print(f"- late rounds (ms late: steal in the second before): "
+              + ", ".join(f"{drift[k] * 1000:.1f}: {100 * x:.0f}%" for k, x in zip(late, shares)))
     if s:
         t_first, t_last = s[0][0], s[-1][0]
         head = [x for x in s if x[0] <= t_first + 60]
