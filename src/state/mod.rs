@@ -661,10 +661,8 @@ mod tests {
         );
     }
 
-    /// The keys' index of a new file, and what a lookup answers before and after it is built.
-    /// Rows are numbered by the lookups, in their order; a key asked twice in the first round
-    /// is new both times and keeps its first row; after the round every key is found, in any
-    /// order (a lookup whose guess, the next row, is wrong searches the index).
+    /// A new file's first round numbers its rows where it asks (nothing waits for the thread,
+    /// held here); the next round asks the thread, which has the first round's outcomes.
     #[tokio::test]
     async fn a_new_files_first_round_is_answered_without_the_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -705,6 +703,10 @@ mod tests {
         state.close().await.unwrap();
     }
 
+    /// The keys' index of a new file, and what a lookup answers before and after it is built.
+    /// Rows are numbered by the lookups, in their order; a key asked twice in the first round
+    /// is new both times and keeps its first row; after the round every key is found, in any
+    /// order (a lookup whose guess, the next row, is wrong searches the index).
     #[tokio::test]
     async fn a_new_files_keys_are_indexed_when_its_first_round_ends() {
         let dir = tempfile::tempdir().unwrap();
