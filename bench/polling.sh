@@ -17,7 +17,7 @@
 #     rounds: the most server-side arrivals (nginx's access log, $msec) in any window W,
 #     against burst + 100*W.
 #
-#   bench/polling.sh                                      full scale (about 25 minutes)
+#   bench/polling.sh                                      full scale (25-40 minutes: triples made again)
 #   POLL_N=100000 SOAK_SECONDS=120 bench/polling.sh       reduced scale
 #   PARTS="3" bench/polling.sh                            only the parts listed (of 1 2 3)
 #   FETCHALL_BIN=/path/to/fetchall bench/polling.sh       that binary instead of a release build
