@@ -373,12 +373,10 @@ impl Statements<'_> {
     /// last round did, which is about the order of the rows: the row after the last one found
     /// is tried first, and the index (whose pages, at a million keys, mostly miss SQLite's
     /// cache) is searched only when that row holds another key. A new key gets the next row.
+    /// (A new file's first round, whose keys have no index yet, is not asked here: every key
+    /// of it is new, and `State::lookup` answers it.)
     pub(super) fn entry(&mut self, key: &Key) -> Result<Entry, String> {
-        let found = match self.unindexed() {
-            true => None,
-            false => self.find(key)?,
-        };
-        Ok(match found {
+        Ok(match self.find(key)? {
             Some(found) => {
                 self.next = Some(found.row.0 + 1);
                 found
