@@ -621,44 +621,53 @@ mod tests {
         state.close().await.unwrap();
     }
 
+    /// The times of one key as the file's view shows them (first seen, last fetched, last
+    /// changed), and the outcome row's own last-fetched time.
+    fn times(path: &Path) -> ((String, String, String), String) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT s.first_seen, s.last_fetched, s.last_changed, o.last_fetched
+             FROM state AS s JOIN outcome AS o USING (id)",
+            [],
+            |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)),
+        )
+        .unwrap()
+    }
+
+    /// A touch writes only its time, in the table of times (the outcome's row is left as it
+    /// is); the key's last fetch is the later of that and its outcome's last write.
     #[tokio::test]
     async fn a_touch_moves_only_the_last_fetched_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let key = Key::of_invalid("a");
+        let day = |d: u32| format!("2026-01-{d:02}T00:00:00.000Z");
         let state = State::open(Some(&path)).await.unwrap();
-        let first = "2026-01-01T00:00:00.000Z";
         let entry = state.lookup(key).await.entry().await.unwrap();
         state
-            .insert(key, entry.row, outcome(200, b"x"), first.into())
+            .insert(key, entry.row, outcome(200, b"x"), day(1))
             .await;
         state.round_ended().await;
-        let entry = state.lookup(key).await.entry().await.unwrap();
-        state
-            .touch(entry.row, "2026-01-02T00:00:00.000Z".into())
-            .await;
+        // The first touch gives the row its time; the second moves it.
+        for d in [2, 3] {
+            let entry = state.lookup(key).await.entry().await.unwrap();
+            state.touch(entry.row, day(d)).await;
+        }
         assert_eq!(
             state.lookup(key).await.entry().await.unwrap().stored,
             Some(outcome(200, b"x"))
         );
         state.close().await.unwrap();
+        assert_eq!(times(&path), ((day(1), day(3), day(1)), day(1)));
 
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let times: (String, String, String) = conn
-            .query_row(
-                "SELECT first_seen, last_fetched, last_changed FROM outcome",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
-        assert_eq!(
-            times,
-            (
-                first.into(),
-                "2026-01-02T00:00:00.000Z".into(),
-                first.into()
-            )
-        );
+        // A new outcome is written in its row, with its time: now the later one.
+        let state = State::open(Some(&path)).await.unwrap();
+        let entry = state.lookup(key).await.entry().await.unwrap();
+        state
+            .update(entry.row, outcome(200, b"y"), true, day(4))
+            .await;
+        state.close().await.unwrap();
+        assert_eq!(times(&path), ((day(1), day(4), day(4)), day(4)));
     }
 
     /// A new file's first round numbers its rows where it asks (nothing waits for the thread,
@@ -858,10 +867,10 @@ mod tests {
         let version: i32 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, store::SCHEMA);
         // In the order first seen; a's time moved, nothing else did.
         let rows: Vec<(String, String)> = conn
-            .prepare("SELECT first_seen, last_fetched FROM outcome ORDER BY id")
+            .prepare("SELECT first_seen, last_fetched FROM state ORDER BY id")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
@@ -876,8 +885,9 @@ mod tests {
         );
     }
 
-    /// A schema-2 file (its keys indexed by the table's `UNIQUE`) is taken as it is: only its
-    /// version moves, and its index serves lookups and the writes of new keys.
+    /// A schema-2 file (its keys indexed by the table's `UNIQUE`) keeps its rows: only its
+    /// version moves and the table of times is added, and its index serves lookups and the
+    /// writes of new keys.
     #[tokio::test]
     async fn a_schema_2_state_keeps_its_rows_and_its_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -935,7 +945,58 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!((version, indexes), (3, 1));
+        assert_eq!((version, indexes), (store::SCHEMA, 1));
+    }
+
+    /// A schema-3 file (each last-fetched time in its outcome's row) keeps its rows and
+    /// times; its keys' next fetches go to the table of times.
+    #[tokio::test]
+    async fn a_schema_3_state_keeps_its_times_until_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (Key::of_invalid("a"), Key::of_invalid("b"));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE outcome (
+                    id INTEGER PRIMARY KEY, key BLOB NOT NULL, etag TEXT, last_modified TEXT,
+                    body_sha256 BLOB, status INTEGER, ok INTEGER NOT NULL, error_kind TEXT,
+                    first_seen TEXT NOT NULL, last_fetched TEXT NOT NULL,
+                    last_changed TEXT NOT NULL
+                );
+                CREATE UNIQUE INDEX outcome_key ON outcome (key);
+                PRAGMA application_id = 1717645617; PRAGMA user_version = 3;",
+            )
+            .unwrap();
+            for (id, key) in [(1, &a), (2, &b)] {
+                conn.execute(
+                    "INSERT INTO outcome VALUES (?1, ?2, '\"e1\"', NULL, ?3, 200, 1, NULL, 't1', 't2', 't1')",
+                    rusqlite::params![id, &key.0[..], &body_hash(b"x")[..]],
+                )
+                .unwrap();
+            }
+        }
+        let state = State::open(Some(&path)).await.unwrap();
+        let entry = state.lookup(b).await.entry().await.unwrap();
+        assert_eq!(entry.row, Row(2));
+        assert_eq!(entry.stored, Some(outcome(200, b"x")));
+        state.touch(entry.row, "t3".into()).await;
+        state.close().await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, store::SCHEMA);
+        let rows: Vec<(String, String, String)> = conn
+            .prepare("SELECT s.last_fetched, o.last_fetched, s.last_changed FROM state AS s JOIN outcome AS o USING (id) ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |s: &str, o: &str| (s.to_owned(), o.to_owned(), "t1".to_owned());
+        assert_eq!(rows, [row("t2", "t2"), row("t3", "t2")]);
     }
 
     #[tokio::test]

@@ -288,10 +288,11 @@ fn two_invocations_like_cron_share_the_state() {
     assert_eq!(server.seen.if_none_match.load(Ordering::SeqCst), 6);
 
     // Nothing changed after the first run: every key was last changed when first seen, and
-    // last fetched by the fourth run (unchanged outcomes move only that time).
+    // last fetched by the fourth run (unchanged outcomes move only that time), as the
+    // file's view of each key shows.
     let conn = rusqlite::Connection::open(&state).unwrap();
     let mut stmt = conn
-        .prepare("SELECT first_seen, last_fetched, last_changed FROM outcome")
+        .prepare("SELECT first_seen, last_fetched, last_changed FROM state")
         .unwrap();
     let rows: Vec<(String, String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
