@@ -375,15 +375,17 @@ struct Linger {
     polls: u32,
 }
 
-/// While work comes: half a millisecond apart, two milliseconds in all. A lookup waits that
+/// While work comes: one look two milliseconds after the queue ran dry. A lookup waits that
 /// long at most, while the reader asks thousands ahead of the gate (`--lookahead`). Each
-/// look takes a core from the runtime's thread or the server on a machine with few: at
-/// 100 µs apart the thread handled about 8 messages a look and the runtime thread was
-/// preempted 30,000 times per 100,000 records (9,000-22,000 at 500 µs; 2,000 without state):
-/// docs/polling.md, "State".
+/// wake-up takes a core from the runtime's thread or the server on a machine with few, and
+/// the server, moved off its core, then preempts the runtime's thread too: at 100 µs apart
+/// the thread handled about 8 messages a look and the runtime thread was preempted 30,000
+/// times per 100,000 records; at 500 µs (four looks) 5,600-10,000 on a warm state, at 2 ms
+/// 2,500-5,000, with a third of the wake-ups (about 2,000 without state): docs/polling.md,
+/// "State".
 const BUSY: Linger = Linger {
-    every: std::time::Duration::from_micros(500),
-    polls: 4,
+    every: std::time::Duration::from_millis(2),
+    polls: 1,
 };
 
 /// After a [`State::wake`] (a round is about to start): 100 µs apart for two milliseconds, so
