@@ -152,7 +152,7 @@ WHERE id = ?1
 ";
 
 /// A fetch that left the stored outcome as it was moves only its time (see [`FETCHED`]);
-/// [`TOUCH_FIRST`] when the row has no such time yet.
+/// [`TOUCH_FIRST`] when the row has no such time yet (see [`Statements::touch`]).
 const TOUCH: &str = "UPDATE fetched SET at = ?2 WHERE id = ?1";
 
 /// A row's first time in [`FETCHED`].
@@ -189,6 +189,8 @@ pub(super) struct Statements<'c> {
     update: Statement<'c>,
     touch: Statement<'c>,
     touch_first: Statement<'c>,
+    /// Every row of [`FETCHED`] is at or before this one.
+    fetched_end: i64,
     /// The row after the one the last lookup found: the next lookup's guess.
     next: Option<i64>,
     /// The row the next new key gets: after every row there is and every row numbered.
@@ -348,6 +350,10 @@ impl Store {
             update: prepare(UPDATE)?,
             touch: prepare(TOUCH)?,
             touch_first: prepare(TOUCH_FIRST)?,
+            fetched_end: self
+                .conn
+                .query_row("SELECT coalesce(max(id), 0) FROM fetched", [], |r| r.get(0))
+                .map_err(|e| describe(&e))?,
             next: None,
             new_row: self
                 .conn
@@ -467,11 +473,18 @@ impl Statements<'_> {
         write(&mut self.update, id, outcome, at, &changed)
     }
 
+    /// Move the time in `id`'s row of [`FETCHED`], or give it one. The first round that
+    /// confirms outcomes gives every row its first time, in about the rows' order: a row after
+    /// the table's last has none yet, and gets it without the update that would miss.
     pub(super) fn touch(&mut self, Row(id): Row, at: &str) -> Result<(), String> {
-        let moved = self
-            .touch
-            .execute(params![id, at])
-            .map_err(|e| describe(&e))?;
+        let moved = if id > self.fetched_end {
+            self.fetched_end = id;
+            0
+        } else {
+            self.touch
+                .execute(params![id, at])
+                .map_err(|e| describe(&e))?
+        };
         if moved == 0 {
             self.touch_first
                 .execute(params![id, at])
